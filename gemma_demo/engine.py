@@ -1,0 +1,100 @@
+"""The contract every backend keeps: messages and settings in, a stream of updates out.
+
+Tasks only ever talk to a `Backend`, so the local transformers engine and a remote
+OpenAI-compatible server are interchangeable without touching a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gemma_demo.errors import CapabilityError
+from gemma_demo.registry import ModelCapabilities
+from gemma_demo.settings import GenerationSettings
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    time_to_first_token: float | None = None
+    elapsed: float = 0.0
+    model_memory_bytes: int | None = None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if self.time_to_first_token is None or self.new_tokens < 2:
+            return None
+        decode_time = self.elapsed - self.time_to_first_token
+        return (self.new_tokens - 1) / decode_time if decode_time > 0 else None
+
+    def summary(self) -> str:
+        parts = [f"{self.prompt_tokens} prompt tokens", f"{self.new_tokens} new tokens"]
+        if self.time_to_first_token is not None:
+            parts.append(f"first token {self.time_to_first_token:.2f} s")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:.1f} tokens/s")
+        if self.model_memory_bytes:
+            parts.append(f"model {self.model_memory_bytes / 2**30:.2f} GiB")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Update:
+    """The state of one generation so far; the last one has `done=True`."""
+
+    answer: str = ""
+    reasoning: str = ""
+    stats: Stats = field(default_factory=Stats)
+    done: bool = False
+    status: str = ""
+
+
+class Backend(Protocol):
+    """One loaded model (local) or one server endpoint (remote)."""
+
+    name: str
+    capabilities: ModelCapabilities
+
+    def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
+        """Yield updates as tokens arrive. Closing the iterator must stop generation."""
+        ...
+
+
+def last_update(updates: Iterator[Update]) -> Update:
+    """Drain a stream, for callers that only want the final result."""
+    final = Update()
+    for final in updates:
+        pass
+    return final
+
+
+def with_system_prompt(messages: list[Message], settings: GenerationSettings) -> list[Message]:
+    """Prepend the settings' system prompt unless the task already wrote one."""
+    prompt = settings.system_prompt.strip()
+    if not prompt or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": [{"type": "text", "text": prompt}]}, *messages]
+
+
+def uses_audio(messages: list[Message]) -> bool:
+    return any(
+        isinstance(m["content"], list) and any(p.get("type") == "audio" for p in m["content"])
+        for m in messages
+    )
+
+
+def check_capabilities(messages: list[Message], capabilities: ModelCapabilities, name: str) -> None:
+    if uses_audio(messages) and not capabilities.audio:
+        raise CapabilityError(audio_unsupported_message(name))
+
+
+def audio_unsupported_message(name: str) -> str:
+    return (
+        f"{name} has no audio input: only Gemma 4 E2B and E4B hear audio. "
+        "Pick E2B or E4B in the settings to use this feature."
+    )

@@ -1,0 +1,71 @@
+"""Separate Gemma 4's thinking channel from its answer, also in a half-streamed text.
+
+Gemma 4 writes `<|channel>thought\n…<channel|>answer`. The 26B-A4B and 31B models write
+an empty thought block even with thinking off, and every model may end with `<turn|>`;
+none of these markers may reach the person reading the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CHANNEL_OPEN = "<|channel>"
+CHANNEL_CLOSE = "<channel|>"
+THOUGHT_HEADER = "thought\n"
+
+# Markers a model can emit that must never show in an answer.
+_CONTROL_TOKEN = re.compile(
+    r"<\|turn>|<turn\|>|<eos>|<bos>|<pad>|<\|think\|>|<\|image\|>|<\|audio\|>|<\|video\|>"
+    r"|<\|image>|<image\|>|<\|audio>|<audio\|>|<\|channel>|<channel\|>"
+)
+_END_OF_TURN = re.compile(r"(<turn\|>|<eos>).*\Z", re.DOTALL)
+
+# Declarative parser template for `processor.parse_response` (the format transformers' own
+# Gemma 4 serving uses); stored with the tiny tokenizer so the real parsing path runs.
+GEMMA4_RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": ["<|turn>model\n", "<tool_response|>"],
+    "fields": {
+        "reasoning_content": {"open": "<|channel>thought\n", "close": "<channel|>", "content": "text"},
+        "content": {"close": ["<turn|>", "<|tool_response>", "<eos>"], "content": "text"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class SplitText:
+    reasoning: str
+    answer: str
+    thinking_finished: bool
+
+
+def split_reasoning(raw: str) -> SplitText:
+    """Split raw model text (special tokens kept) into reasoning and a clean answer."""
+    text = _END_OF_TURN.sub("", raw)
+    reasoning_parts: list[str] = []
+    answer_parts: list[str] = []
+    finished = True
+    while text:
+        start = text.find(CHANNEL_OPEN)
+        if start < 0:
+            answer_parts.append(text)
+            break
+        answer_parts.append(text[:start])
+        rest = text[start + len(CHANNEL_OPEN):]
+        end = rest.find(CHANNEL_CLOSE)
+        body = rest if end < 0 else rest[:end]
+        if not THOUGHT_HEADER.startswith(body):
+            reasoning_parts.append(body.removeprefix(THOUGHT_HEADER.rstrip("\n")).lstrip("\n"))
+        if end < 0:
+            finished = False
+            break
+        text = rest[end + len(CHANNEL_CLOSE):]
+    reasoning = "\n".join(part.strip() for part in reasoning_parts if part.strip())
+    answer = _CONTROL_TOKEN.sub("", "".join(answer_parts)).strip()
+    return SplitText(reasoning=reasoning, answer=answer, thinking_finished=finished)
+
+
+def strip_thought_block(text: str) -> str:
+    """The answer alone, for parsers that only want the final text."""
+    return split_reasoning(text).answer

@@ -1,0 +1,84 @@
+"""The Gemma 4 checkpoints the app knows, and what each can do.
+
+Anything else (a local folder or another Hub id) is accepted too; its capabilities are
+read from its config, so a fine-tune of E4B keeps its audio input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TINY_PREFIX = "tiny"
+
+
+@dataclass(frozen=True)
+class ModelCapabilities:
+    audio: bool
+    context_tokens: int
+    # 26B-A4B and 31B write an empty `<|channel>thought\n<channel|>` even with thinking off.
+    emits_empty_thought: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    label: str
+    repo_id: str
+    capabilities: ModelCapabilities
+    description: str
+
+
+SMALL = ModelCapabilities(audio=True, context_tokens=131_072)
+LARGE = ModelCapabilities(audio=False, context_tokens=262_144, emits_empty_thought=True)
+
+KNOWN_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("E2B", "google/gemma-4-E2B-it", SMALL, "2B effective, audio, runs on a laptop"),
+    ModelSpec("E4B", "google/gemma-4-E4B-it", SMALL, "4B effective, audio"),
+    ModelSpec("26B-A4B", "google/gemma-4-26B-A4B-it", LARGE, "mixture of experts, 4B active"),
+    ModelSpec("31B", "google/gemma-4-31B-it", LARGE, "dense, strongest"),
+)
+DEFAULT_MODEL = KNOWN_MODELS[0].repo_id
+TINY_MODELS = ("tiny", "tiny-moe", "tiny-dense")
+
+
+def find_known(name: str) -> ModelSpec | None:
+    """The known checkpoint named by label or repo id (case-insensitive)."""
+    wanted = name.strip().lower()
+    return next(
+        (s for s in KNOWN_MODELS if wanted in (s.label.lower(), s.repo_id.lower())), None
+    )
+
+
+def is_tiny(name: str) -> bool:
+    return name in TINY_MODELS
+
+
+def tiny_variant(name: str) -> str:
+    """`tiny` → e2b, `tiny-moe` → moe, `tiny-dense` → dense."""
+    return name.split("-", 1)[1] if "-" in name else "e2b"
+
+
+def capabilities_from_config(config) -> ModelCapabilities:
+    """Capabilities of any Gemma 4 checkpoint, read from its loaded config."""
+    text = getattr(config, "text_config", config)
+    large = getattr(text, "enable_moe_block", False) or getattr(text, "attention_k_eq_v", False)
+    return ModelCapabilities(
+        audio=getattr(config, "audio_config", None) is not None,
+        context_tokens=int(getattr(text, "max_position_embeddings", SMALL.context_tokens)),
+        emits_empty_thought=bool(large),
+    )
+
+
+def capabilities_for_name(name: str) -> ModelCapabilities:
+    """Best guess from a name alone (remote servers), before any config is read."""
+    spec = find_known(name)
+    if spec is not None:
+        return spec.capabilities
+    lowered = name.lower()
+    if any(tag in lowered for tag in ("26b", "31b", "a4b")):
+        return LARGE
+    return SMALL
+
+
+def is_local_folder(name: str) -> bool:
+    return Path(name).expanduser().is_dir()

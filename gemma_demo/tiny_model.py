@@ -1,0 +1,175 @@
+"""Build a tiny, deterministic, random-weight Gemma 4 that loads like a real checkpoint.
+
+No machine here reaches the Hugging Face Hub, so tests and the offline try-out need a
+model of their own. This one uses the real Gemma 4 classes, processor and prompt format
+and is written with `save_pretrained`, so `AutoProcessor` / `AutoModelForMultimodalLM`
+load it exactly as they load `google/gemma-4-E2B-it`. Its output is gibberish; its code
+path is not.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+import torch
+from transformers import (
+    Gemma4AudioConfig,
+    Gemma4AudioFeatureExtractor,
+    Gemma4Config,
+    Gemma4ForConditionalGeneration,
+    Gemma4ImageProcessor,
+    Gemma4Processor,
+    Gemma4TextConfig,
+    Gemma4VideoProcessor,
+    Gemma4VisionConfig,
+    GenerationConfig,
+)
+
+from gemma_demo.reasoning import GEMMA4_RESPONSE_TEMPLATE
+from gemma_demo.tiny_tokenizer import build_tokenizer
+
+CHAT_TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
+DEFAULT_TINY_DIR = Path.home() / ".cache" / "gemma_demo" / "tiny"
+SEED = 0
+
+
+class TinyVariant(str, enum.Enum):
+    """Which member of the real family the tiny model mirrors."""
+
+    E2B = "e2b"  # audio tower, per-layer embeddings, KV sharing
+    MOE = "moe"  # 26B-A4B-like mixture of experts, no audio
+    DENSE = "dense"  # 31B-like, keys equal values on full layers, no audio
+
+
+def _text_config(variant: TinyVariant, vocab_size: int, special: dict[str, int]) -> Gemma4TextConfig:
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        global_head_dim=32,
+        sliding_window=64,
+        final_logit_softcapping=30.0,
+        pad_token_id=special["<pad>"],
+        bos_token_id=special["<bos>"],
+        eos_token_id=[special["<eos>"], special["<turn|>"]],
+    )
+    if variant is TinyVariant.E2B:
+        # KV sharing needs both layer kinds among the non-shared layers (0 and 1).
+        return Gemma4TextConfig(
+            **common,
+            num_hidden_layers=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            num_kv_shared_layers=2,
+            vocab_size_per_layer_input=vocab_size,
+            hidden_size_per_layer_input=8,
+            use_double_wide_mlp=True,
+            max_position_embeddings=131_072,
+        )
+    layer_types = ["sliding_attention", "sliding_attention", "full_attention"]
+    large = dict(
+        **common,
+        num_hidden_layers=3,
+        layer_types=layer_types,
+        hidden_size_per_layer_input=0,
+        attention_k_eq_v=True,
+        num_global_key_value_heads=1,
+        max_position_embeddings=262_144,
+    )
+    if variant is TinyVariant.MOE:
+        return Gemma4TextConfig(
+            **large, enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32
+        )
+    return Gemma4TextConfig(**large)
+
+
+def _vision_config() -> Gemma4VisionConfig:
+    # Patch size 16 and pooling 3 must stay: the image processor's token budgets assume them.
+    return Gemma4VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+        patch_size=16,
+        pooling_kernel_size=3,
+    )
+
+
+def _audio_config() -> Gemma4AudioConfig:
+    # The first subsampling channel count must equal the 128 mel bins of the feature extractor.
+    return Gemma4AudioConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        subsampling_conv_channels=[128, 8],
+        output_proj_dims=32,
+    )
+
+
+def build_processor() -> Gemma4Processor:
+    tokenizer = build_tokenizer()
+    tokenizer.response_template = GEMMA4_RESPONSE_TEMPLATE
+    return Gemma4Processor(
+        feature_extractor=Gemma4AudioFeatureExtractor(),
+        image_processor=Gemma4ImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=Gemma4VideoProcessor(),
+        chat_template=CHAT_TEMPLATE_PATH.read_text(encoding="utf-8"),
+    )
+
+
+def build_config(variant: TinyVariant, processor: Gemma4Processor) -> Gemma4Config:
+    tokenizer = processor.tokenizer
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
+    ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<bos>", "<eos>", "<turn|>")})
+    return Gemma4Config(
+        text_config=_text_config(variant, len(tokenizer), ids),
+        vision_config=_vision_config(),
+        audio_config=_audio_config() if variant is TinyVariant.E2B else None,
+        boi_token_id=ids["<|image>"],
+        eoi_token_id=ids["<image|>"],
+        image_token_id=ids["<|image|>"],
+        video_token_id=ids["<|video|>"],
+        boa_token_id=ids["<|audio>"],
+        eoa_token_id=ids["<audio|>"],
+        eoa_token_index=ids["<audio|>"],
+        audio_token_id=ids["<|audio|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_model(directory: str | Path, variant: TinyVariant | str = TinyVariant.E2B) -> Path:
+    """Write a tiny Gemma 4 checkpoint (config, weights, processor) to `directory`."""
+    variant = TinyVariant(variant)
+    directory = Path(directory)
+    processor = build_processor()
+    config = build_config(variant, processor)
+    torch.manual_seed(SEED)
+    model = Gemma4ForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=True,
+        temperature=1.0,
+        top_p=0.95,
+        top_k=64,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def ensure_tiny_model(variant: TinyVariant | str = TinyVariant.E2B, root: Path | None = None) -> Path:
+    """The tiny checkpoint for `variant`, built once and reused from the cache folder."""
+    variant = TinyVariant(variant)
+    directory = (root or DEFAULT_TINY_DIR) / variant.value
+    if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
+        build_tiny_model(directory, variant)
+    return directory
