@@ -123,7 +123,8 @@ def build_processor() -> Gemma4Processor:
     )
 
 
-def build_config(variant: TinyVariant, processor: Gemma4Processor) -> Gemma4Config:
+def build_config(variant: TinyVariant | str, processor: Gemma4Processor) -> Gemma4Config:
+    variant = TinyVariant(variant)
     tokenizer = processor.tokenizer
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<bos>", "<eos>", "<turn|>")})

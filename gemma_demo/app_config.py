@@ -1,0 +1,106 @@
+"""Start-up settings of the web app, from command-line flags or environment variables.
+
+Hugging Face Spaces cannot pass flags, so every flag has a `GEMMA_DEMO_*` variable; a
+flag given on the command line wins over the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gemma_demo.model_loading import LoadOptions
+from gemma_demo.registry import DEFAULT_MODEL
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+DEFAULT_MAX_FILE_SIZE = "200mb"
+ENV_PREFIX = "GEMMA_DEMO_"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    model: str = DEFAULT_MODEL
+    load: LoadOptions = LoadOptions()
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    share: bool = False
+    auth: tuple[str, str] | None = None
+    max_file_size: str = DEFAULT_MAX_FILE_SIZE
+    mcp: bool = False
+
+    @property
+    def share_without_auth(self) -> bool:
+        return self.share and self.auth is None
+
+
+def _env_flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("--auth takes USER:PASSWORD")
+    return user, password
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Flags shared by the app and the CLI: which model, where it runs."""
+    get = lambda name, default=None: env.get(ENV_PREFIX + name, default)  # noqa: E731
+    parser.add_argument("--model", default=get("MODEL", DEFAULT_MODEL),
+                        help="E2B, E4B, 26B-A4B, 31B, a Hub id, a local folder, or tiny / tiny-moe / tiny-dense")
+    parser.add_argument("--backend", choices=("local", "openai"), default=get("BACKEND", "local"),
+                        help="local: transformers in this process; openai: an OpenAI-compatible server")
+    parser.add_argument("--base-url", default=get("BASE_URL"), help="server URL for --backend openai")
+    parser.add_argument("--api-key", default=get("API_KEY"), help="API key for --backend openai")
+    parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default=get("DEVICE", "auto"))
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default=get("DTYPE", "auto"))
+    parser.add_argument("--offload", action="store_true", default=_env_flag(get("OFFLOAD")),
+                        help="spread the model over GPU, CPU and disk (device_map=auto) for small GPUs")
+
+
+def load_options_from(args: argparse.Namespace) -> LoadOptions:
+    return LoadOptions(
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        offload=args.offload,
+        base_url=args.base_url,
+        api_key=args.api_key,
+    )
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    get = lambda name, default=None: env.get(ENV_PREFIX + name, default)  # noqa: E731
+    parser = argparse.ArgumentParser(prog="app.py", description="Gemma 4 Studio web app")
+    add_model_arguments(parser, env)
+    parser.add_argument("--host", default=get("HOST", DEFAULT_HOST),
+                        help="interface to listen on (0.0.0.0 exposes the app to your network)")
+    parser.add_argument("--port", type=int, default=int(get("PORT", DEFAULT_PORT)))
+    parser.add_argument("--share", action="store_true", default=_env_flag(get("SHARE")),
+                        help="public Gradio share link (use --auth with it)")
+    parser.add_argument("--auth", type=parse_auth, default=parse_auth(get("AUTH")), help="USER:PASSWORD")
+    parser.add_argument("--max-file-size", default=get("MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
+                        help="largest upload, e.g. 200mb")
+    parser.add_argument("--mcp", action="store_true", default=_env_flag(get("MCP")),
+                        help="also serve every task as an MCP tool")
+    return parser
+
+
+def parse_app_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    args = build_parser(os.environ if env is None else env).parse_args(argv)
+    return AppConfig(
+        model=args.model,
+        load=load_options_from(args),
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        auth=args.auth,
+        max_file_size=args.max_file_size,
+        mcp=args.mcp,
+    )

@@ -1,0 +1,30 @@
+"""Shared fixtures: one tiny Gemma 4 per test session, no network, no telemetry."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from gemma_demo.model_cache import ModelCache  # noqa: E402
+from gemma_demo.model_loading import LoadOptions  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_options(tiny_root) -> LoadOptions:
+    return LoadOptions(tiny_root=tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_options):
+    """The tiny E2B-like model, loaded once for the whole session."""
+    return ModelCache().get("tiny", tiny_options)

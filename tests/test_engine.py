@@ -1,0 +1,143 @@
+"""The streaming engine with the tiny model: every modality streams, Stop stops, errors surface."""
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers.video_utils import VideoMetadata
+
+from gemma_demo.engine import last_update
+from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError
+from gemma_demo.local_backend import build_inputs
+from gemma_demo.model_cache import ModelCache
+from gemma_demo.settings import GenerationSettings
+
+STOP_DEADLINE_S = 2.0
+
+
+@dataclass(frozen=True)
+class FakeVideo:
+    frames: tuple
+    fps: float
+    indices: tuple
+
+    def metadata(self) -> VideoMetadata:
+        n = len(self.frames)
+        return VideoMetadata(total_num_frames=max(self.indices) + 1, fps=self.fps, width=64, height=48,
+                             duration=(max(self.indices) + 1) / self.fps, frames_indices=list(self.indices)[:n])
+
+
+def video() -> FakeVideo:
+    frames = tuple(np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3))
+    return FakeVideo(frames=frames, fps=25.0, indices=(0, 1500, 3025))
+
+
+def user(*parts):
+    return [{"role": "user", "content": [*parts]}]
+
+
+PROMPTS = {
+    "text": lambda: user({"type": "text", "text": "Tell me a story."}),
+    "image": lambda: user({"type": "image", "image": Image.new("RGB", (320, 200), "red")},
+                          {"type": "text", "text": "Describe."}),
+    "audio": lambda: user({"type": "audio", "audio": np.sin(np.arange(16_000) / 5).astype(np.float32)},
+                          {"type": "text", "text": "Transcribe."}),
+    "video": lambda: user({"type": "video", "video": video()}, {"type": "text", "text": "What happens?"}),
+}
+
+
+def generation_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("generate-")]
+
+
+@pytest.mark.parametrize("kind", sorted(PROMPTS))
+def test_every_modality_streams(tiny_backend, kind):
+    updates = list(tiny_backend.stream(PROMPTS[kind](), GenerationSettings(max_new_tokens=12)))
+    assert len(updates) >= 2
+    final = updates[-1]
+    assert final.done and not any(u.done for u in updates[:-1])
+    assert final.stats.new_tokens > 0 and final.stats.prompt_tokens > 0
+    assert final.stats.time_to_first_token is not None
+    assert "<|channel>" not in final.answer and "<turn|>" not in final.answer
+
+
+def test_video_prompt_carries_true_timestamps(tiny_backend):
+    inputs = build_inputs(tiny_backend.processor, PROMPTS["video"](), GenerationSettings())
+    prompt = tiny_backend.processor.decode(inputs["input_ids"][0])
+    assert "00:00 <|image>" in prompt and "01:00 <|image>" in prompt and "02:01 <|image>" in prompt
+
+
+def test_image_budget_changes_the_soft_token_count(tiny_backend):
+    counts = []
+    for budget in (70, 280, 1120):
+        inputs = build_inputs(tiny_backend.processor, PROMPTS["image"](), GenerationSettings(image_budget=budget))
+        counts.append(int((inputs["input_ids"] == tiny_backend.processor.image_token_id).sum()))
+    assert counts[0] < counts[1] < counts[2] <= 1120
+
+
+def test_closing_the_stream_stops_generation(tiny_backend):
+    stream = tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=100_000 // 50))
+    next(stream)
+    next(stream)
+    assert generation_threads()
+    stream.close()
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    while generation_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not generation_threads()
+
+
+def test_stopped_generation_makes_few_tokens(tiny_backend):
+    limit = 2000
+    stream = tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=limit))
+    first = next(stream)
+    stream.close()
+    assert first.stats.new_tokens < limit
+
+
+def test_error_inside_generate_reaches_the_caller(tiny_backend, monkeypatch):
+    def broken_generate(**kwargs):
+        kwargs["streamer"].put(kwargs["input_ids"])  # the prompt, as generate does first
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(tiny_backend.model, "generate", broken_generate)
+    with pytest.raises(GenerationError, match="device-side assert"):
+        last_update(tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=8)))
+    assert not generation_threads()
+
+
+def test_out_of_memory_gets_a_clear_message(tiny_backend, monkeypatch):
+    import torch
+
+    def oom(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(tiny_backend.model, "generate", oom)
+    with pytest.raises(GenerationError, match="ran out of memory"):
+        last_update(tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=8)))
+
+
+def test_prompt_longer_than_the_context_is_refused(tiny_backend):
+    too_many = tiny_backend.capabilities.context_tokens
+    with pytest.raises(InvalidInputError, match="tokens"):
+        next(tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=too_many)))
+
+
+def test_audio_on_a_model_without_audio_is_a_clear_capability_error(tiny_options):
+    backend = ModelCache().get("tiny-moe", tiny_options)
+    assert not backend.capabilities.audio
+    with pytest.raises(CapabilityError, match="E2B and E4B"):
+        next(backend.stream(PROMPTS["audio"](), GenerationSettings(max_new_tokens=4)))
+    assert last_update(backend.stream(PROMPTS["image"](), GenerationSettings(max_new_tokens=4))).done
+
+
+def test_thinking_and_system_prompt_reach_the_prompt(tiny_backend):
+    from gemma_demo.engine import with_system_prompt
+
+    settings = GenerationSettings(thinking=True, system_prompt="Answer in French.")
+    messages = with_system_prompt(PROMPTS["text"](), settings)
+    prompt = tiny_backend.processor.decode(build_inputs(tiny_backend.processor, messages, settings)["input_ids"][0])
+    assert prompt.startswith("<bos><|turn>system\n<|think|>\nAnswer in French.<turn|>")
