@@ -1,0 +1,378 @@
+"""Video frames and sound in the shape the Gemma 4 processor accepts.
+
+transformers would decode video paths with torchcodec, which does not work here,
+so the app decodes with PyAV and hands the processor frames plus a
+`VideoMetadata` that carries their real times (without it the processor assumes
+24 fps and the `mm:ss` stamps in the prompt are wrong).
+
+Frames are fetched by seeking to the keyframe before each sampled time, so the
+cost grows with the number of frames sampled, not with the length of the clip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import av
+import numpy as np
+from av.container import InputContainer
+from av.stream import Stream
+
+from gemma_demo.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from transformers.video_utils import VideoMetadata
+
+DEFAULT_NUM_FRAMES = 32
+DEFAULT_MAX_SIDE = 1280
+AUDIO_SAMPLE_RATE = 16_000
+DEFAULT_AUDIO_SECONDS = 30.0
+VIDEO_BACKEND = "pyav"
+ROTATE_TAG = "rotate"
+QUARTER_TURN = 90
+FULL_TURN = 360
+SECONDS_PER_MINUTE = 60
+FLOOR_TOLERANCE = 1e-9
+SUPPORTED_FORMATS_HINT = "Re-export it as MP4 (H.264) or WebM and upload it again."
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames of a clip the model sees.
+
+    `num_frames` frames are spread over the range; with `fps` set, the range is
+    sampled at that rate instead, still capped by `num_frames` so a long clip
+    cannot flood the prompt (set `num_frames=None` to lift the cap). `start` and
+    `end` are seconds; `end` past the clip's end means "to the end".
+    """
+
+    num_frames: int | None = DEFAULT_NUM_FRAMES
+    fps: float | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_frames is None and self.fps is None:
+            raise InvalidInputError("Choose a number of frames or a frame rate for the video.")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise InvalidInputError("The number of video frames must be at least 1.")
+        if self.fps is not None and not self.fps > 0:
+            raise InvalidInputError("The video sampling rate (frames per second) must be above 0.")
+        if self.start is not None and self.start < 0:
+            raise InvalidInputError("The video start time cannot be negative.")
+        if self.end is not None and self.end <= (self.start or 0.0):
+            raise InvalidInputError("The video end time must be later than the start time.")
+
+    def frame_count(self, seconds: float) -> int:
+        """How many frames this asks for over `seconds` of video, before clamping to what exists."""
+        if self.fps is None:
+            return self.num_frames
+        at_rate = max(1, math.floor(seconds * self.fps + FLOOR_TOLERANCE))
+        return at_rate if self.num_frames is None else min(at_rate, self.num_frames)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a clip; width and height are as displayed (after rotation).
+
+    `rotation` is the counter-clockwise turn (0, 90, 180 or 270 degrees) that
+    makes stored frames upright, as phones record portrait video sideways.
+    `fps` is the average rate, so for variable-frame-rate clips `total_frames`
+    may be an estimate.
+    """
+
+    duration: float
+    fps: float
+    total_frames: int
+    width: int
+    height: int
+    rotation: int
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class SampledVideo:
+    """Sampled frames (H×W×3 uint8 RGB, upright, downscaled) with their real times.
+
+    `timestamps` are the decoded frames' own presentation times in seconds, so
+    they stay true for variable frame rates; `width` and `height` describe the
+    returned frames.
+    """
+
+    frames: tuple[np.ndarray, ...]
+    timestamps: tuple[float, ...]
+    frame_indices: tuple[int, ...]
+    fps: float
+    duration: float
+    total_frames: int
+    width: int
+    height: int
+
+    def metadata(self) -> VideoMetadata:
+        """Metadata for the processor, whose prompt stamps are `frames_indices[i] / fps`."""
+        from transformers.video_utils import VideoMetadata  # lazy: importing transformers takes seconds
+
+        return VideoMetadata(
+            total_num_frames=self.total_frames,
+            fps=self.fps,
+            width=self.width,
+            height=self.height,
+            duration=self.duration,
+            video_backend=VIDEO_BACKEND,
+            frames_indices=list(self.frame_indices),
+        )
+
+    def stamp_labels(self) -> list[str]:
+        """`mm:ss` per frame, computed like the processor's so the UI shows what the model reads."""
+        return [
+            f"{int(t // SECONDS_PER_MINUTE):02d}:{int(t % SECONDS_PER_MINUTE):02d}"
+            for t in self.metadata().timestamps
+        ]
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Reads the clip's properties; decodes one frame to prove the video is playable."""
+    with _open_media(path) as container:
+        return _describe(container)
+
+
+def sample_video(
+    path: str | Path, sampling: FrameSampling = FrameSampling(), max_side: int = DEFAULT_MAX_SIDE
+) -> SampledVideo:
+    """Decodes the frames `sampling` asks for, at most one per source frame.
+
+    Sample times are frame centres: the range is cut into as many equal slices
+    as frames and each slice contributes the frame on screen at its middle. The
+    count never exceeds the frames the range holds, and a source frame picked
+    twice (possible with variable frame rates) is returned once.
+    """
+    with _open_media(path) as container:
+        info = _describe(container)
+        stream = container.streams.video[0]
+        frames: dict[int, np.ndarray] = {}
+        cursor = _FrameCursor(container, stream)
+        for seconds in _sample_times(sampling, info):
+            frame = cursor.frame_at(seconds)
+            if frame is not None and frame.pts not in frames:
+                frames[frame.pts] = _to_rgb(frame, info.rotation, max_side)
+        if not frames:
+            raise InvalidInputError(f"No frames of this video could be decoded. {SUPPORTED_FORMATS_HINT}")
+        return _sampled(frames, _origin(stream), stream.time_base, info)
+
+
+def extract_audio_track(
+    path: str | Path, start: float = 0.0, max_seconds: float = DEFAULT_AUDIO_SECONDS
+) -> np.ndarray | None:
+    """The clip's sound from `start` as 16 kHz mono float32, or None when it has no audio track.
+
+    Only the requested window is decoded, so a short excerpt of a long film is cheap.
+    """
+    if start < 0 or not max_seconds > 0:
+        raise InvalidInputError("The audio start must be 0 or later and its length above 0 seconds.")
+    with _open_media(path) as container:
+        if not container.streams.audio:
+            return None
+        samples = _decode_audio(container, container.streams.audio[0], start, max_seconds)
+    if samples.size == 0:
+        raise InvalidInputError(f"The video has no sound after {start:g} s. Choose an earlier start time.")
+    return samples
+
+
+@contextmanager
+def _open_media(path: str | Path) -> Iterator[InputContainer]:
+    """Opens a container, turning every FFmpeg failure into an error a person can act on."""
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInputError(f"The video file '{file.name}' was not found. Upload it again.")
+    if file.stat().st_size == 0:
+        raise InvalidInputError(f"The video file '{file.name}' is empty (0 bytes). Upload it again.")
+    try:
+        with av.open(str(file), metadata_errors="ignore") as container:
+            yield container
+    except av.FFmpegError as error:
+        raise InvalidInputError(
+            f"'{file.name}' could not be read as a video; it may be damaged, cut short or not a video "
+            f"at all. {SUPPORTED_FORMATS_HINT}"
+        ) from error
+
+
+def _describe(container: InputContainer) -> VideoInfo:
+    if not container.streams.video:
+        raise InvalidInputError(
+            "This file has no video track. If it is a sound recording, upload it as audio instead."
+        )
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    first = next(_decoded_frames(container, stream), None)
+    if first is None:
+        raise InvalidInputError(f"The video track holds no frames that can be decoded. {SUPPORTED_FORMATS_HINT}")
+    fps = _frame_rate(stream)
+    duration = _duration(container, stream, fps)
+    rotation = _rotation(stream, first)
+    sideways = rotation % (2 * QUARTER_TURN) != 0
+    return VideoInfo(
+        duration=duration,
+        fps=fps,
+        total_frames=stream.frames or max(1, round(duration * fps)),
+        width=first.height if sideways else first.width,
+        height=first.width if sideways else first.height,
+        rotation=rotation,
+        has_audio=bool(container.streams.audio),
+    )
+
+
+def _frame_rate(stream: Stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate:
+        raise InvalidInputError(f"The video's frame rate is unknown. {SUPPORTED_FORMATS_HINT}")
+    return float(rate)
+
+
+def _duration(container: InputContainer, stream: Stream, fps: float) -> float:
+    """Prefers the stream's own length; containers such as WebM only record the overall one."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    if stream.frames:
+        return stream.frames / fps
+    raise InvalidInputError(f"The video's length is unknown. {SUPPORTED_FORMATS_HINT}")
+
+
+def _rotation(stream: Stream, first: av.VideoFrame) -> int:
+    """Reads the display matrix (counter-clockwise) or else an old `rotate` tag (clockwise)."""
+    degrees = first.rotation or -_rotate_tag(stream)
+    return round(degrees / QUARTER_TURN) * QUARTER_TURN % FULL_TURN
+
+
+def _rotate_tag(stream: Stream) -> float:
+    tag = next((value for key, value in stream.metadata.items() if key.lower() == ROTATE_TAG), "0")
+    try:
+        return float(tag)
+    except ValueError:
+        return 0.0
+
+
+def _sample_times(sampling: FrameSampling, info: VideoInfo) -> list[float]:
+    start = sampling.start or 0.0
+    if start >= info.duration:
+        raise InvalidInputError(
+            f"The start time {start:g} s is past the end of the video ({info.duration:.1f} s). "
+            "Choose an earlier start."
+        )
+    end = info.duration if sampling.end is None else min(sampling.end, info.duration)
+    available = max(1, round((end - start) * info.fps))
+    count = min(sampling.frame_count(end - start), available)
+    step = (end - start) / count
+    return [start + (k + 0.5) * step for k in range(count)]
+
+
+class _FrameCursor:
+    """Finds the frame on screen at increasing times, seeking only when that skips decoding.
+
+    Decoding forward is kept while no keyframe lies between the decoder's
+    position and the next time; otherwise it seeks to the keyframe before it.
+    """
+
+    def __init__(self, container: InputContainer, stream: Stream) -> None:
+        self._container = container
+        self._stream = stream
+        self._origin = _origin(stream)
+        self._frames: Iterator[av.VideoFrame] | None = None
+        self._shown: av.VideoFrame | None = None
+        self._ahead: av.VideoFrame | None = None
+
+    def frame_at(self, seconds: float) -> av.VideoFrame | None:
+        """The last frame starting at or before `seconds`, or the first after it if none does."""
+        target = self._origin + int(seconds / self._stream.time_base)
+        if self._must_seek(target):
+            self._container.seek(target, stream=self._stream, backward=True)
+            self._frames = _decoded_frames(self._container, self._stream)
+            self._shown = self._ahead = None
+        while True:
+            if self._ahead is None:
+                self._ahead = next(self._frames, None)
+                if self._ahead is None:
+                    break
+            if self._ahead.pts > target:
+                break
+            self._shown, self._ahead = self._ahead, None
+        return self._shown if self._shown is not None else self._ahead
+
+    def _must_seek(self, target: int) -> bool:
+        latest = self._ahead if self._ahead is not None else self._shown
+        entries = self._stream.index_entries
+        if self._frames is None or latest is None or not len(entries):
+            return True
+        keyframe = entries.search_timestamp(target, backward=True)
+        return keyframe >= 0 and entries[keyframe].timestamp > latest.pts
+
+
+def _decoded_frames(container: InputContainer, stream: Stream) -> Iterator[av.Frame]:
+    """Decodes `stream` from the current position, skipping packets the decoder rejects.
+
+    One damaged packet should cost one frame, not the whole clip; frames without
+    a timestamp cannot be placed in time and are dropped.
+    """
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue
+        yield from (frame for frame in frames if frame.pts is not None)
+
+
+def _origin(stream: Stream) -> int:
+    return stream.start_time or 0
+
+
+def _to_rgb(frame: av.VideoFrame, rotation: int, max_side: int) -> np.ndarray:
+    """Scales while converting, so a 4K frame never exists as a full-size RGB array."""
+    scale = min(1.0, max_side / max(frame.width, frame.height))
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, k=rotation // QUARTER_TURN))
+
+
+def _sampled(frames: dict[int, np.ndarray], origin: int, time_base: Fraction, info: VideoInfo) -> SampledVideo:
+    ordered = sorted(frames)
+    timestamps = tuple(float((pts - origin) * time_base) for pts in ordered)
+    first = frames[ordered[0]]
+    return SampledVideo(
+        frames=tuple(frames[pts] for pts in ordered),
+        timestamps=timestamps,
+        frame_indices=tuple(round(t * info.fps) for t in timestamps),
+        fps=info.fps,
+        duration=info.duration,
+        total_frames=info.total_frames,
+        width=first.shape[1],
+        height=first.shape[0],
+    )
+
+
+def _decode_audio(container: InputContainer, stream: Stream, start: float, max_seconds: float) -> np.ndarray:
+    """Resamples from the packet holding `start` and trims to the exact window."""
+    origin = _origin(stream)
+    container.seek(origin + int(start / stream.time_base), stream=stream, backward=True)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_SAMPLE_RATE)
+    wanted = round(max_seconds * AUDIO_SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    head: int | None = None
+    collected = 0
+    for frame in _decoded_frames(container, stream):
+        if head is None:
+            head = max(0, round((start - float((frame.pts - origin) * stream.time_base)) * AUDIO_SAMPLE_RATE))
+        resampled = [out.to_ndarray()[0] for out in resampler.resample(frame)]
+        chunks += resampled
+        collected += sum(len(chunk) for chunk in resampled)
+        if collected >= head + wanted:
+            break
+    chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return samples[head or 0:][:wanted].astype(np.float32, copy=False)
