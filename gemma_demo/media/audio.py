@@ -1,0 +1,211 @@
+"""Audio in the one shape Gemma 4 accepts: 16 kHz mono float32 in [-1, 1].
+
+Uploads arrive as files of any common format or as Gradio microphone tuples;
+everything is normalised here so the rest of the app never sees a sample rate,
+a channel count or an integer sample.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+
+from gemma_demo.errors import InvalidInputError
+
+SAMPLE_RATE = 16_000
+MAX_CLIP_SECONDS = 30.0
+SILENCE_THRESHOLD_DB = -50.0
+SILENCE_FRAME_SECONDS = 0.03
+LOG_FLOOR = 1e-12
+SEEK_PREROLL_SECONDS = 0.5
+
+AudioSource = str | Path | tuple[int, np.ndarray]
+
+
+def load_audio(
+    source: AudioSource, max_seconds: float | None = None, start: float = 0.0
+) -> np.ndarray:
+    """Decode `source` and return 16 kHz mono float32 samples in [-1, 1].
+
+    `start` and `max_seconds` select a window in seconds so long recordings are
+    not decoded in full when only one clip of them is needed.
+    """
+    if start < 0 or (max_seconds is not None and max_seconds <= 0):
+        raise ValueError("start must be >= 0 and max_seconds > 0")
+    if isinstance(source, tuple):
+        rate, frames = _window_of_array(source, start, max_seconds)
+    else:
+        rate, frames = _read_file(Path(source), start, max_seconds)
+    mono = _mix_to_mono(frames)
+    if mono.size == 0:
+        raise InvalidInputError("The audio is empty — record or upload a clip with sound in it.")
+    if not np.all(np.isfinite(mono)):
+        raise InvalidInputError(
+            "The audio contains invalid samples (NaN or infinity) — re-export it and try again."
+        )
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    if max_seconds is not None:
+        mono = mono[: round(max_seconds * SAMPLE_RATE)]
+    return _fit_full_scale(mono)
+
+
+def _window_of_array(
+    source: tuple[int, np.ndarray], start: float, max_seconds: float | None
+) -> tuple[int, np.ndarray]:
+    """Accept Gradio's `(sample_rate, array)` with shape (n,) or (n, channels)."""
+    if len(source) != 2:
+        raise InvalidInputError("Audio must be a (sample_rate, samples) pair.")
+    rate, array = int(source[0]), np.asarray(source[1])
+    if rate <= 0:
+        raise InvalidInputError(
+            f"The audio's sample rate ({rate}) is invalid — record or upload the clip again."
+        )
+    if array.ndim not in (1, 2):
+        raise InvalidInputError("Audio samples must have shape (samples,) or (samples, channels).")
+    first = round(start * rate)
+    last = None if max_seconds is None else first + round(max_seconds * rate)
+    return rate, _to_float(array[first:last])
+
+
+def _to_float(array: np.ndarray) -> np.ndarray:
+    """Scale integer PCM to [-1, 1]; unsigned PCM (8-bit WAV) is centred on half its range."""
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.signedinteger):
+        return (array / -float(np.iinfo(array.dtype).min)).astype(np.float32)
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        half = (float(np.iinfo(array.dtype).max) + 1) / 2
+        return ((array - half) / half).astype(np.float32)
+    raise InvalidInputError(
+        f"Audio samples of type {array.dtype} are not supported — use integer PCM or float."
+    )
+
+
+def _read_file(path: Path, start: float, max_seconds: float | None) -> tuple[int, np.ndarray]:
+    """Try libsndfile first (exact, seekable) and fall back to FFmpeg via PyAV.
+
+    libsndfile reads a WAV whose header says "0 bytes" (an unfinished
+    recording) as empty, so an empty result also goes to PyAV.
+    """
+    if not path.is_file():
+        raise InvalidInputError(f"The audio file {path.name!r} does not exist — upload it again.")
+    try:
+        rate, frames = _read_with_soundfile(path, start, max_seconds)
+        if frames.size:
+            return rate, frames
+    except sf.SoundFileError:
+        pass
+    try:
+        return _read_with_pyav(path, start, max_seconds)
+    except av.FFmpegError as error:
+        raise InvalidInputError(
+            f"{path.name!r} is not an audio file that can be decoded — "
+            "upload a WAV, MP3, FLAC, OGG or M4A file."
+        ) from error
+
+
+def _read_with_soundfile(
+    path: Path, start: float, max_seconds: float | None
+) -> tuple[int, np.ndarray]:
+    with sf.SoundFile(path) as audio:
+        audio.seek(min(round(start * audio.samplerate), audio.frames))
+        count = -1 if max_seconds is None else round(max_seconds * audio.samplerate)
+        return audio.samplerate, audio.read(count, dtype="float32", always_2d=True)
+
+
+def _read_with_pyav(
+    path: Path, start: float, max_seconds: float | None
+) -> tuple[int, np.ndarray]:
+    """Decode the first audio stream (also of a video), stopping once the window is full.
+
+    The seek lands a little early because AAC, MP3 and Opus decoders need some
+    preceding audio to rebuild the first samples; the extra is trimmed off.
+    """
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise InvalidInputError(f"{path.name!r} has no audio track — upload one with sound.")
+        stream = container.streams.audio[0]
+        if start > 0 and stream.time_base is not None:
+            early = max(0.0, start - SEEK_PREROLL_SECONDS)
+            container.seek(int(early / stream.time_base), stream=stream)
+        blocks, rate = _decode_window(container.decode(stream), start, max_seconds)
+    if not blocks:
+        return SAMPLE_RATE, np.zeros((0, 1), dtype=np.float32)
+    return rate, np.concatenate(blocks, axis=1).T
+
+
+def _decode_window(
+    frames: Iterator[av.AudioFrame], start: float, max_seconds: float | None
+) -> tuple[list[np.ndarray], int]:
+    """Collect planar float blocks covering [start, start + max_seconds)."""
+    to_float = av.AudioResampler(format="fltp")
+    blocks: list[np.ndarray] = []
+    rate, position, collected = 0, 0.0, 0
+    for frame in frames:
+        rate = frame.sample_rate
+        position = frame.time if frame.time is not None else position
+        for converted in to_float.resample(frame):
+            block = converted.to_ndarray()[:, max(0, round((start - position) * rate)) :]
+            position += converted.samples / rate
+            blocks.append(block)
+            collected += block.shape[1]
+        if max_seconds is not None and collected >= max_seconds * rate:
+            break
+    return blocks, rate
+
+
+def _mix_to_mono(frames: np.ndarray) -> np.ndarray:
+    return frames if frames.ndim == 1 else frames.mean(axis=1, dtype=np.float32)
+
+
+def _fit_full_scale(samples: np.ndarray) -> np.ndarray:
+    """Scale down rather than clip when a float source exceeds full scale."""
+    peak = float(np.max(np.abs(samples)))
+    if peak > 1.0:
+        samples = samples / peak
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def frame_rms(samples: np.ndarray, frame_length: int) -> np.ndarray:
+    """RMS of consecutive non-overlapping frames; a trailing partial frame is ignored."""
+    count = len(samples) // frame_length
+    frames = np.asarray(samples[: count * frame_length], dtype=np.float32)
+    frames = frames.reshape(count, frame_length)
+    return np.sqrt(np.einsum("ij,ij->i", frames, frames) / frame_length)
+
+
+def is_silent(samples: np.ndarray, threshold_db: float = SILENCE_THRESHOLD_DB) -> bool:
+    """True when even the loudest 30 ms frame is below `threshold_db` dBFS.
+
+    Judging the loudest frame, not the whole clip, keeps a single word in a
+    long quiet recording from being dismissed as silence.
+    """
+    frame_length = max(1, min(len(samples), round(SILENCE_FRAME_SECONDS * SAMPLE_RATE)))
+    rms = frame_rms(samples, frame_length)
+    return rms.size == 0 or bool(20 * np.log10(max(float(rms.max()), LOG_FLOOR)) < threshold_db)
+
+
+def validate_speech(samples: np.ndarray) -> None:
+    """Refuse audio that cannot hold speech, so the model is never asked to transcribe nothing."""
+    if len(samples) == 0:
+        raise InvalidInputError("The audio is empty — record or upload a clip with speech in it.")
+    if is_silent(samples):
+        raise InvalidInputError(
+            "The audio is silent — nothing to transcribe. "
+            "Check that the microphone is on and the volume is up."
+        )
+
+
+def to_wav_bytes(samples: np.ndarray) -> bytes:
+    """16-bit PCM WAV at 16 kHz, the format every OpenAI-compatible server accepts."""
+    buffer = io.BytesIO()
+    samples = np.asarray(samples, dtype=np.float32)
+    sf.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
