@@ -7,7 +7,7 @@ OpenAI-compatible server are interchangeable without touching a task.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from gemma_demo.errors import CapabilityError
@@ -32,6 +32,9 @@ class Stats:
         decode_time = self.elapsed - self.time_to_first_token
         return (self.new_tokens - 1) / decode_time if decode_time > 0 else None
 
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
     def summary(self) -> str:
         parts = [f"{self.prompt_tokens} prompt tokens", f"{self.new_tokens} new tokens"]
         if self.time_to_first_token is not None:
@@ -52,6 +55,9 @@ class Update:
     stats: Stats = field(default_factory=Stats)
     done: bool = False
     status: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"answer": self.answer, "reasoning": self.reasoning, "stats": self.stats.to_json()}
 
 
 class Backend(Protocol):

@@ -1,0 +1,6 @@
+"""One module per task, each shaped build messages -> run the backend -> parse -> render.
+
+Every task function takes a `Backend` and its inputs, yields results while tokens stream
+(the last one has `done=True`), and never touches Gradio: the UI and the CLI both call
+these functions. Results are frozen dataclasses with `to_json()` for the CLI and API.
+"""

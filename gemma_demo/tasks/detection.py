@@ -1,0 +1,148 @@
+"""Open-vocabulary detection and pointing: ask for boxes or points, draw them, export COCO.
+
+While tokens stream, results carry the text so far and the untouched picture: half a
+JSON list cannot be drawn reliably. The final result parses the whole answer once and
+maps the model's 0–1000 grid onto the pixels of the picture as uploaded.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from gemma_demo.detections import (
+    ParsedGrounding,
+    detection_prompt,
+    grid_to_pixels,
+    parse_grounding,
+    point_to_pixels,
+    pointing_prompt,
+)
+from gemma_demo.drawing import PixelBox, PixelPoint, annotate, detections_json, legend, to_coco
+from gemma_demo.engine import Backend, Update
+from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.images import ImageSource, load_image
+from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks.caption import image_messages
+
+DEFAULT_SETTINGS = GenerationSettings(image_budget=280, sampling=False, max_new_tokens=1024)
+DEFAULT_IMAGE_NAME = "image"
+COCO_SUFFIX = ".coco.json"
+MAX_FILE_STEM_CHARS = 100
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class GroundingMode(enum.Enum):
+    BOXES = "boxes"
+    POINTS = "points"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One found object in pixels of the original picture: a box or a point."""
+
+    label: str
+    box: PixelBox | None = None
+    point: PixelPoint | None = None
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    update: Update
+    image: Image.Image
+    detections: tuple[Detection, ...] = ()
+    legend: dict[str, str] = field(default_factory=dict)
+    coco: dict | None = None
+    message: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.update.done
+
+    def to_json(self) -> dict:
+        boxes = [(d.label, d.box) for d in self.detections if d.box is not None]
+        points = [(d.label, d.point) for d in self.detections if d.point is not None]
+        return {
+            "detections": detections_json(boxes, points),
+            "coco": self.coco,
+            "answer": self.update.answer,
+            "reasoning": self.update.reasoning,
+            "stats": asdict(self.update.stats),
+            "message": self.message,
+            "done": self.done,
+        }
+
+
+def grounding_prompt(objects: str, mode: GroundingMode) -> str:
+    return detection_prompt(objects) if mode is GroundingMode.BOXES else pointing_prompt(objects)
+
+
+def detect(
+    backend: Backend,
+    image: ImageSource,
+    objects: str,
+    settings: GenerationSettings = DEFAULT_SETTINGS,
+    mode: GroundingMode = GroundingMode.BOXES,
+    image_name: str = DEFAULT_IMAGE_NAME,
+) -> Iterator[DetectionResult]:
+    """Stream a detection of every comma-separated object in `objects` ("cat, remote control")."""
+    prompt = grounding_prompt(objects, mode)
+    picture = load_image(image)
+    for update in backend.stream(image_messages(picture, prompt), settings):
+        if update.done:
+            yield _final_result(update, picture, image_name)
+        else:
+            yield DetectionResult(update=update, image=picture)
+
+
+def _final_result(update: Update, picture: Image.Image, image_name: str) -> DetectionResult:
+    """Parse a finished answer; when nothing is readable the picture stays as it was."""
+    parsed = parse_grounding(update.answer)
+    if parsed.is_empty:
+        return DetectionResult(update=update, image=picture, message=_nothing_found(parsed))
+    width, height = picture.size
+    boxes = [(box.label, grid_to_pixels(box, width, height)) for box in parsed.boxes]
+    points = [(point.label, point_to_pixels(point, width, height)) for point in parsed.points]
+    detections = tuple(
+        [Detection(label, box=box) for label, box in boxes]
+        + [Detection(label, point=point) for label, point in points]
+    )
+    return DetectionResult(
+        update=update,
+        image=annotate(picture, boxes, points),
+        detections=detections,
+        legend=legend(detection.label for detection in detections),
+        coco=to_coco(image_name, width, height, boxes) if boxes else None,
+        message=parsed.message,
+    )
+
+
+def _nothing_found(parsed: ParsedGrounding) -> str:
+    """Show what the model said, so a person can tell a refusal from a format slip."""
+    answer = parsed.raw_text.strip()
+    said = f"The model answered:\n\n{answer}" if answer else "The model's answer was empty."
+    return f"{parsed.message}\n\n{said}"
+
+
+def write_coco(result: DetectionResult, directory: str | Path) -> Path:
+    """Save the COCO file under a name derived from the picture's, safe on any file system."""
+    if result.coco is None:
+        raise InvalidInputError("There are no boxes to export: run a box detection that finds something first.")
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{safe_file_stem(result.coco['images'][0]['file_name'])}{COCO_SUFFIX}"
+    path.write_text(json.dumps(result.coco, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def safe_file_stem(name: str) -> str:
+    """Keep letters, digits, dots, dashes and underscores of the base name, never a path."""
+    stem = Path(name.replace("\\", "/")).stem
+    cleaned = _UNSAFE_FILE_CHARS.sub("_", stem).strip("._-")[:MAX_FILE_STEM_CHARS]
+    return cleaned or DEFAULT_IMAGE_NAME
