@@ -1,0 +1,105 @@
+"""Free questions about one sound clip, the way the model hears it: at most 30 s at a time.
+
+This is the plainest audio task, so it also owns what every audio task shares: the
+capability check, turning any upload into 16 kHz samples, and the message shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gemma_demo.engine import Backend, Message, Update, audio_unsupported_message
+from gemma_demo.errors import CapabilityError, InvalidInputError
+from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE, AudioSource, is_silent, load_audio
+from gemma_demo.settings import GenerationSettings
+
+DEFAULT_SETTINGS = GenerationSettings()
+# Decoding a hair past the limit is how a clip that is exactly 30 s long is told from a longer one.
+OVERRUN_PROBE_SECONDS = 0.1
+
+AudioInput = AudioSource | np.ndarray
+
+
+@dataclass(frozen=True)
+class AudioAnswerResult:
+    update: Update
+    clip_seconds: float
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.update.answer
+
+    @property
+    def done(self) -> bool:
+        return self.update.done
+
+    def to_json(self) -> dict:
+        return {
+            "answer": self.text,
+            "reasoning": self.update.reasoning,
+            "clip_seconds": self.clip_seconds,
+            "note": self.note,
+            "stats": asdict(self.update.stats),
+            "done": self.done,
+        }
+
+
+def require_audio(backend: Backend) -> None:
+    """Fail before any decoding: a long upload should not be read only to be refused."""
+    if not backend.capabilities.audio:
+        raise CapabilityError(audio_unsupported_message(backend.name))
+
+
+def read_audio(audio: AudioInput, max_seconds: float | None = None) -> np.ndarray:
+    """Samples at 16 kHz; a bare array is taken to be 16 kHz already, as the model wants."""
+    source = (SAMPLE_RATE, audio) if isinstance(audio, np.ndarray) else audio
+    return load_audio(source, max_seconds=max_seconds)
+
+
+def audio_messages(samples: np.ndarray, prompt: str) -> list[Message]:
+    """One user turn with the sound before the text, as the Gemma 4 model card advises."""
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "audio", "audio": samples}, {"type": "text", "text": prompt}],
+        }
+    ]
+
+
+def ask_audio(
+    backend: Backend,
+    audio: AudioInput,
+    question: str,
+    settings: GenerationSettings = DEFAULT_SETTINGS,
+) -> Iterator[AudioAnswerResult]:
+    """Stream an answer about the first 30 s of `audio`; a longer clip is cut and the result says so.
+
+    Cutting rather than chunking keeps one question with one answer; long recordings
+    belong to transcription, which walks through every chunk.
+    """
+    require_audio(backend)
+    if not question.strip():
+        raise InvalidInputError("Type a question or an instruction about the sound clip.")
+    samples = read_audio(audio, max_seconds=MAX_CLIP_SECONDS + OVERRUN_PROBE_SECONDS)
+    limit = round(MAX_CLIP_SECONDS * SAMPLE_RATE)
+    note = _cut_note() if len(samples) > limit else ""
+    samples = samples[:limit]
+    if is_silent(samples):
+        raise InvalidInputError(
+            "The audio is silent — there is nothing to listen to. Check that the microphone is on "
+            "and the volume is up."
+        )
+    clip_seconds = len(samples) / SAMPLE_RATE
+    for update in backend.stream(audio_messages(samples, question.strip()), settings):
+        yield AudioAnswerResult(update=update, clip_seconds=clip_seconds, note=note)
+
+
+def _cut_note() -> str:
+    return (
+        f"The clip is longer than {MAX_CLIP_SECONDS:g} s, the most the model hears at once: "
+        f"only the first {MAX_CLIP_SECONDS:g} s were used. Use transcription for the whole recording."
+    )

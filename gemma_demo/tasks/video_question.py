@@ -1,0 +1,119 @@
+"""Questions about a video clip: sampled frames, optionally with the clip's sound.
+
+The model never sees the file, only the frames the sampler picked and their times,
+so every result carries those frames as a gallery: a person can check what the
+answer was based on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gemma_demo.engine import Backend, Message, Update
+from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE
+from gemma_demo.media.video import FrameSampling, SampledVideo, extract_audio_track, sample_video
+from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks.audio_question import require_audio
+
+DEFAULT_SETTINGS = GenerationSettings()
+DEFAULT_SAMPLING = FrameSampling()
+NO_AUDIO_TRACK_NOTE = "This video has no audio track, so the model only saw the frames."
+
+Frame = tuple[np.ndarray, str]
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """`gallery` pairs each frame the model saw with the `mm:ss` stamp it read beside it."""
+
+    update: Update
+    gallery: tuple[Frame, ...]
+    timestamps: tuple[float, ...]
+    audio_seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.update.answer
+
+    @property
+    def done(self) -> bool:
+        return self.update.done
+
+    def to_json(self) -> dict:
+        return {
+            "answer": self.text,
+            "reasoning": self.update.reasoning,
+            "frames": [
+                {"time": time, "label": label}
+                for time, (_, label) in zip(self.timestamps, self.gallery)
+            ],
+            "audio_seconds": self.audio_seconds,
+            "note": self.note,
+            "stats": asdict(self.update.stats),
+            "done": self.done,
+        }
+
+
+@dataclass(frozen=True)
+class _Sound:
+    samples: np.ndarray | None
+    note: str = ""
+
+
+def describe_video(
+    backend: Backend,
+    path: str | Path,
+    prompt: str,
+    sampling: FrameSampling = DEFAULT_SAMPLING,
+    include_audio: bool = False,
+    settings: GenerationSettings = DEFAULT_SETTINGS,
+) -> Iterator[VideoResult]:
+    """Stream an answer about the sampled frames and, when asked, the first 30 s of their sound."""
+    if include_audio:
+        require_audio(backend)
+    if not prompt.strip():
+        raise InvalidInputError("Type a question or an instruction about the video.")
+    video = sample_video(path, sampling)
+    sound = _sound(path, sampling, video) if include_audio else _Sound(None)
+    gallery = tuple(zip(video.frames, video.stamp_labels()))
+    audio_seconds = 0.0 if sound.samples is None else len(sound.samples) / SAMPLE_RATE
+    for update in backend.stream(video_messages(video, sound.samples, prompt.strip()), settings):
+        yield VideoResult(update, gallery, video.timestamps, audio_seconds, sound.note)
+
+
+def video_messages(video: SampledVideo, audio: np.ndarray | None, prompt: str) -> list[Message]:
+    """Media before the text, as the Gemma 4 model card advises: frames, then sound."""
+    sound = [] if audio is None else [{"type": "audio", "audio": audio}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "video", "video": video}, *sound, {"type": "text", "text": prompt}],
+        }
+    ]
+
+
+def _sound(path: str | Path, sampling: FrameSampling, video: SampledVideo) -> _Sound:
+    """The sound of the selected range, cut to the 30 s the model hears at once."""
+    start = sampling.start or 0.0
+    end = video.duration if sampling.end is None else min(sampling.end, video.duration)
+    samples = extract_audio_track(path, start=start, max_seconds=min(MAX_CLIP_SECONDS, end - start))
+    if samples is None:
+        return _Sound(None, NO_AUDIO_TRACK_NOTE)
+    if end - start > MAX_CLIP_SECONDS:
+        return _Sound(
+            samples,
+            f"The model heard only the first {MAX_CLIP_SECONDS:g} s of sound "
+            f"({_clock(start)}–{_clock(start + MAX_CLIP_SECONDS)}); the frames cover the whole range.",
+        )
+    return _Sound(samples)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
