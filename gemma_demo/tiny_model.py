@@ -10,6 +10,7 @@ path is not.
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from gemma_demo.tiny_tokenizer import build_tokenizer
 
 CHAT_TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
 DEFAULT_TINY_DIR = Path.home() / ".cache" / "gemma_demo" / "tiny"
+TINY_ROOT_ENV = "GEMMA_DEMO_TINY_ROOT"
 SEED = 0
 
 
@@ -170,7 +172,8 @@ def build_tiny_model(directory: str | Path, variant: TinyVariant | str = TinyVar
 def ensure_tiny_model(variant: TinyVariant | str = TinyVariant.E2B, root: Path | None = None) -> Path:
     """The tiny checkpoint for `variant`, built once and reused from the cache folder."""
     variant = TinyVariant(variant)
-    directory = (root or DEFAULT_TINY_DIR) / variant.value
+    root = root or Path(os.environ.get(TINY_ROOT_ENV, DEFAULT_TINY_DIR))
+    directory = root / variant.value
     if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
         build_tiny_model(directory, variant)
     return directory
