@@ -1,0 +1,268 @@
+"""The web app through its public API, as `gradio_client` users and browsers meet it.
+
+The app runs in this process on the tiny model, so every endpoint runs the real path
+(upload, preprocessing, task, streaming, files) in seconds, and generation threads
+can be watched directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio.utils import get_function_description
+from gradio_client.exceptions import AppError
+
+from gemma_demo.app_config import AppConfig
+from gemma_demo.model_cache import ModelCache
+from gemma_demo.server import gpu, launch
+from gemma_demo.ui import build_demo, follow_audio_capability
+from gemma_demo.ui_handlers import APP_TEMP_DIR
+
+INPUT = Path(__file__).resolve().parent.parent / "input"
+TINY_TOKENS = 8
+ENDPOINTS = {"/detect", "/point", "/caption", "/ocr", "/html", "/transcribe", "/translate", "/ask_audio", "/video"}
+USER, PASSWORD = "ada", "correct-horse"
+CANCEL_TOKENS = 4000  # ~30 s on the tiny model: long enough that only Stop can end it early
+STOP_WAIT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(tiny_options, **config):
+    settings = AppConfig(model="tiny", load=tiny_options, port=free_port(), **config)
+    return launch(settings, ModelCache(), prevent_thread_lock=True, quiet=True, share=False)
+
+
+@pytest.fixture(scope="module")
+def app(tiny_options):
+    demo = serve(tiny_options)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.local_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def locked_app(tiny_options):
+    demo = serve(tiny_options, auth=(USER, PASSWORD))
+    yield demo
+    demo.close()
+
+
+def stream(client: Client, *args, api_name: str, **kwargs) -> tuple[list[tuple], tuple]:
+    """Every streamed output and the final one, at the tiny token limit."""
+    job = client.submit(*args, api_name=api_name, max_new_tokens=TINY_TOKENS, **kwargs)
+    partials = list(job)
+    return partials, job.result()
+
+
+def test_every_task_is_a_documented_endpoint_and_nothing_else_is(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == ENDPOINTS
+    assert not api["unnamed_endpoints"]
+    for name in ENDPOINTS:
+        names = [parameter["parameter_name"] for parameter in api["named_endpoints"][name]["parameters"]]
+        assert {"model", "max_new_tokens", "thinking", "image_budget"} <= set(names), name
+
+
+def test_docstrings_describe_every_parameter(app):
+    info = httpx.get(f"{app.local_url}gradio_api/info").json()["named_endpoints"]
+    for name in ENDPOINTS:
+        assert info[name]["description"], name
+    for dependency in app.fns.values():
+        if f"/{dependency.api_name}" in ENDPOINTS:
+            _, parameters, _ = get_function_description(dependency.fn)  # what the MCP tools show
+            assert all(parameters.values()), (dependency.api_name, parameters)
+
+
+def test_caption_streams_then_finishes(client):
+    partials, (caption, _, stats) = stream(client, handle_file(INPUT / "scene.jpg"), "short", api_name="/caption")
+    assert len(partials) >= 2
+    assert len(partials[0][0]) <= len(caption)
+    assert caption and f"{TINY_TOKENS} new tokens" in stats
+
+
+def test_detect_returns_json_an_image_and_a_legend(client):
+    _, final = stream(client, handle_file(INPUT / "shapes.jpg"), "red circle, blue square", api_name="/detect")
+    image, legend, detections, answer, coco, _, stats = final
+    assert Path(image).is_file() and isinstance(legend, list) and isinstance(detections, list)
+    assert all({"label", "box"} <= set(item) for item in detections)
+    assert answer and "prompt tokens" in stats
+    assert coco is None or Path(coco).name.endswith(".coco.json")
+
+
+def test_point_returns_points_as_json(client):
+    _, (image, _, detections, *_) = stream(client, handle_file(INPUT / "shapes.jpg"), "star", api_name="/point")
+    assert Path(image).is_file() and isinstance(detections, list)
+    assert all({"label", "point"} <= set(item) for item in detections)
+
+
+def test_ocr_gives_markdown_text_and_a_table(client):
+    _, (markdown, text, table, _, stats) = stream(client, handle_file(INPUT / "document.png"), "table", api_name="/ocr")
+    assert markdown == text and text
+    assert {"headers", "data"} <= set(table)
+    assert "prompt tokens" in stats
+
+
+def test_html_gives_code_a_sandboxed_preview_and_a_file(client):
+    _, (code, preview, page, _, _) = stream(client, handle_file(INPUT / "sketch.png"), api_name="/html")
+    assert preview.startswith('<iframe sandbox="allow-scripts"') and "allow-same-origin" not in preview
+    assert Path(page).name == "sketch.html" and Path(page).read_text(encoding="utf-8") == code
+
+
+def test_transcribe_streams_subtitles_and_files(client):
+    partials, final = stream(client, handle_file(INPUT / "speech.wav"), "English", api_name="/transcribe")
+    text, srt, files, _, stats = final
+    assert len(partials) >= 2
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:") and text in srt
+    assert sorted(Path(file).suffix for file in files) == [".srt", ".txt", ".vtt"]
+    assert Path(next(file for file in files if file.endswith(".srt"))).read_text(encoding="utf-8") == srt
+    assert stats.startswith("Chunk 1 of 1")
+
+
+def test_translate_gives_subtitles_in_the_target_language(client):
+    _, (text, srt, files, _, _) = stream(
+        client, handle_file(INPUT / "speech.wav"), "English", "French", api_name="/translate"
+    )
+    assert "-->" in srt and len(files) == 3
+
+
+def test_ask_audio_answers_without_subtitles(client):
+    _, (answer, srt, files, _, _) = stream(
+        client, handle_file(INPUT / "speech.wav"), "When does the meeting start?", api_name="/ask_audio"
+    )
+    assert answer and srt is None and files is None
+
+
+def test_video_shows_the_frames_it_sampled(client):
+    _, (gallery, answer, _, _) = stream(
+        client, handle_file(INPUT / "clip.mp4"), "What moves?", num_frames=4, include_audio=True, api_name="/video"
+    )
+    assert [frame["caption"] for frame in gallery] == ["00:00", "00:01", "00:02", "00:03"]
+    assert all(Path(frame["image"]).is_file() for frame in gallery) and answer
+
+
+def test_a_text_file_named_jpg_gets_a_clear_error_and_the_app_keeps_working(client, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is not a picture", encoding="utf-8")
+    with pytest.raises(AppError, match="“holiday.jpg” is not a picture"):
+        stream(client, handle_file(fake), "cat", api_name="/detect")
+    _, final = stream(client, handle_file(INPUT / "shapes.jpg"), "cat", api_name="/detect")
+    assert isinstance(final[2], list)
+
+
+def test_bad_settings_from_api_clients_are_refused_with_a_reason(client):
+    with pytest.raises(AppError, match="less than minimum"):
+        stream(client, handle_file(INPUT / "scene.jpg"), "short", top_k=0, api_name="/caption")
+    with pytest.raises(AppError, match="Choose a model"):
+        stream(client, handle_file(INPUT / "scene.jpg"), "short", model=" ", api_name="/caption")
+
+
+def test_a_model_without_audio_is_refused_clearly(client):
+    with pytest.raises(AppError, match="no audio input"):
+        stream(client, handle_file(INPUT / "speech.wav"), "English", model="tiny-moe", api_name="/transcribe")
+
+
+def test_stop_ends_generation_in_the_backend(client):
+    job = client.submit(handle_file(INPUT / "scene.jpg"), "short", max_new_tokens=CANCEL_TOKENS, api_name="/caption")
+    assert wait_until(lambda: len(job.outputs()) >= 2) and generating()
+    job.cancel()
+    assert wait_until(lambda: not generating())
+
+
+def generating() -> bool:
+    return any(thread.name.startswith("generate-") for thread in threading.enumerate())
+
+
+def wait_until(condition, timeout: float = STOP_WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_downloads_do_not_pile_up_on_disk(client):
+    stream(client, handle_file(INPUT / "sketch.png"), api_name="/html")
+    assert not list(APP_TEMP_DIR.glob("request-*"))
+
+
+def test_zerogpu_wraps_the_model_bound_part_of_every_endpoint(tiny_options):
+    wrapped = []
+    build_demo(AppConfig(model="tiny", load=tiny_options), ModelCache(), gpu=lambda fn: wrapped.append(fn) or fn)
+    assert len(wrapped) == len(ENDPOINTS)
+    if importlib.util.find_spec("spaces") is None:
+        assert gpu(print) is print
+
+
+def test_switching_to_a_model_without_audio_greys_out_audio():
+    note, *buttons, include_audio = follow_audio_capability("google/gemma-4-31B-it")
+    assert note.visible and "E2B or E4B" in note.value
+    assert all(button.interactive is False for button in buttons)
+    assert include_audio.interactive is False and include_audio.value is False
+    note, *buttons, _ = follow_audio_capability("E4B")
+    assert note.visible is False and all(button.interactive for button in buttons)
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../../../etc/passwd", "..%2F..%2F..%2F..%2Fetc%2Fpasswd"])
+def test_files_outside_the_app_are_not_served(app, path):
+    response = httpx.get(f"{app.local_url}gradio_api/file={path}")
+    assert response.status_code in (403, 404) and "root:" not in response.text
+
+
+def test_only_the_example_folder_is_served_from_disk(app):
+    assert httpx.get(f"{app.local_url}gradio_api/file={INPUT / 'shapes.jpg'}").status_code == 200
+    for outside in (INPUT.parent / "app.py", INPUT / ".." / "app.py"):
+        assert httpx.get(f"{app.local_url}gradio_api/file={outside}").status_code == 403
+
+
+@pytest.mark.parametrize("path", ["gradio_api/info", "config", f"gradio_api/file={INPUT / 'shapes.jpg'}"])
+def test_auth_hides_the_api_and_files(locked_app, path):
+    assert httpx.get(f"{locked_app.local_url}{path}").status_code == 401
+
+
+def test_auth_shows_only_the_login_page(locked_app):
+    page = httpx.get(locked_app.local_url).text
+    assert '"auth_required":true' in page
+    assert "Detect boxes" not in page and "Gemma 4 Studio" not in page
+    with pytest.raises(ValueError):
+        Client(locked_app.local_url, verbose=False)
+
+
+@pytest.mark.xfail(strict=True, reason="Gradio 6.31 embeds window.gradio_api_info in the login page")
+def test_login_page_does_not_describe_the_api(locked_app):
+    assert "/ask_audio" not in httpx.get(locked_app.local_url).text
+
+
+def test_logging_in_opens_the_api(locked_app):
+    client = Client(locked_app.local_url, auth=(USER, PASSWORD), verbose=False)
+    assert "/caption" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+
+def test_open_share_links_warn_and_launch_options_reach_gradio(tiny_options, capsys):
+    # `serve` passes share=False to launch, so no tunnel opens; the warning follows the config.
+    demo = serve(tiny_options, share=True, max_file_size="10kb", mcp=True)
+    try:
+        assert "--share without --auth" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="exceeds the maximum file size"):
+            Client(demo.local_url, verbose=False).predict(handle_file(INPUT / "shapes.jpg"), "star", api_name="/point")
+        tools = {tool["name"]: tool for tool in httpx.get(f"{demo.local_url}gradio_api/mcp/schema").json()}
+        assert len(tools) == len(ENDPOINTS)
+        assert all(spec["description"] for spec in tools["transcribe_speech"]["inputSchema"]["properties"].values())
+    finally:
+        demo.close()
