@@ -39,6 +39,7 @@ KNOWN_MODELS: tuple[ModelSpec, ...] = (
 )
 DEFAULT_MODEL = KNOWN_MODELS[0].repo_id
 TINY_MODELS = ("tiny", "tiny-moe", "tiny-dense")
+TINY_CAPABILITIES = {"e2b": SMALL, "moe": LARGE, "dense": LARGE}
 
 
 def find_known(name: str) -> ModelSpec | None:
@@ -47,6 +48,11 @@ def find_known(name: str) -> ModelSpec | None:
     return next(
         (s for s in KNOWN_MODELS if wanted in (s.label.lower(), s.repo_id.lower())), None
     )
+
+
+def is_selectable(name: str) -> bool:
+    """A model any visitor may switch to: a known checkpoint (label or repo id) or a tiny one."""
+    return is_tiny(name) or find_known(name) is not None
 
 
 def is_tiny(name: str) -> bool:
@@ -71,6 +77,8 @@ def capabilities_from_config(config) -> ModelCapabilities:
 
 def capabilities_for_name(name: str) -> ModelCapabilities:
     """Best guess from a name alone (remote servers), before any config is read."""
+    if is_tiny(name):
+        return TINY_CAPABILITIES[tiny_variant(name)]
     spec = find_known(name)
     if spec is not None:
         return spec.capabilities

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from gemma_demo.app_config import AppConfig
+from gemma_demo.login_page import HideApiInfoFromLoginPage
 from gemma_demo.model_cache import ModelCache
 from gemma_demo.ui import EXAMPLES_DIR, build_demo
 
@@ -52,6 +54,7 @@ def launch(config: AppConfig, cache: ModelCache | None = None, **kwargs: Any) ->
         "allowed_paths": [str(EXAMPLES_DIR)] if EXAMPLES_DIR.is_dir() else [],
         "theme": THEME,
         "css": CSS,
+        "app_kwargs": {"middleware": [Middleware(HideApiInfoFromLoginPage)]},
     }
     demo.launch(**{**options, **kwargs})
     return demo

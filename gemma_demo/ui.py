@@ -93,7 +93,7 @@ def build_demo(config: AppConfig, cache: ModelCache, gpu: Callable[[Callable], C
 
     `gpu` wraps the model-bound part of every endpoint (ZeroGPU's `spaces.GPU`).
     """
-    endpoints = Endpoints(cache, config.load, gpu)
+    endpoints = Endpoints(cache, config.load, config.model, gpu)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
         settings = build_settings_panel(config.model)

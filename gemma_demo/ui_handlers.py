@@ -28,6 +28,7 @@ from gemma_demo.errors import GemmaDemoError, InvalidInputError
 from gemma_demo.media.video import FrameSampling
 from gemma_demo.model_cache import ModelCache
 from gemma_demo.model_loading import LoadOptions
+from gemma_demo.registry import is_selectable
 from gemma_demo.settings import GenerationSettings
 from gemma_demo.tasks.audio_question import ask_audio
 from gemma_demo.tasks.caption import CaptionPreset, caption
@@ -57,6 +58,7 @@ class Endpoints:
 
     cache: ModelCache
     load: LoadOptions
+    startup_model: str
     gpu: Callable[[Callable], Callable] | None = None
 
     def wrap(self, handler: Handler, defaults: GenerationSettings) -> Handler:
@@ -64,6 +66,7 @@ class Endpoints:
         count = len(task_parameters)
 
         def run(model: str, settings: GenerationSettings, *inputs: Any) -> Iterator[tuple]:
+            require_selectable(model, self.startup_model)
             yield from handler(self.cache.get(model, self.load), settings, *inputs)
 
         if self.gpu is not None:
@@ -84,6 +87,19 @@ class Endpoints:
         endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters())
         endpoint.__doc__ = with_settings_doc(handler.__doc__ or "")
         return endpoint
+
+
+def require_selectable(model: str, startup_model: str) -> None:
+    """Visitors pick among the known models; other folders or Hub ids only by start-up flag.
+
+    Loading a model replaces the one every user shares, so an arbitrary name from the page
+    or the API must not unload it or probe the server's disk.
+    """
+    if model != startup_model and not is_selectable(model):
+        raise InvalidInputError(
+            f"{model!r} is not one of this app's models. Pick E2B, E4B, 26B-A4B, 31B or a tiny model; "
+            "another checkpoint can be served by starting the app with --model."
+        )
 
 
 def with_settings_doc(doc: str) -> str:

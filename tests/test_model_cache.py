@@ -60,3 +60,10 @@ def test_corrupt_model_folder_gives_a_clear_message(tmp_path):
     (tmp_path / "config.json").write_text("{ not json")
     with pytest.raises(ModelUnavailableError, match="Could not load"):
         ModelCache().get(str(tmp_path))
+
+
+def test_names_say_which_models_hear_audio():
+    from gemma_demo.registry import capabilities_for_name
+
+    assert capabilities_for_name("tiny").audio and capabilities_for_name("E4B").audio
+    assert not capabilities_for_name("tiny-moe").audio and not capabilities_for_name("google/gemma-4-31B-it").audio
