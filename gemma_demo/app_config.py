@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gemma_demo.model_loading import LoadOptions
+from gemma_demo.load_options import LoadOptions
 from gemma_demo.registry import DEFAULT_MODEL
 
 DEFAULT_HOST = "127.0.0.1"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from gemma_demo.engine import Backend
-from gemma_demo.model_loading import LoadOptions, load_local_backend
+from gemma_demo.load_options import LoadOptions
+from gemma_demo.model_loading import load_local_backend
 
 Loader = Callable[[str, LoadOptions], Backend]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gemma_demo.errors import ModelUnavailableError
+from gemma_demo.load_options import LoadOptions
 from gemma_demo.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
 
 log = logging.getLogger(__name__)
@@ -16,17 +16,6 @@ log = logging.getLogger(__name__)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to load a model; the same fields come from flags or environment variables."""
-
-    backend: str = "local"
-    device: str = "auto"  # auto, cuda, mps, cpu
-    dtype: str = "auto"  # auto, bfloat16, float16, float32
-    offload: bool = False  # device_map="auto": spill layers to CPU/disk on small GPUs
-    base_url: str | None = None  # remote backend only
-    api_key: str | None = None  # remote backend only
-    tiny_root: Path | None = None
 
 
 def pick_device(requested: str = "auto") -> str:

@@ -36,7 +36,7 @@ from PIL import Image
 from gemma_demo.engine import Message, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.errors import GemmaDemoError, GenerationError, InvalidInputError, ModelUnavailableError
 from gemma_demo.media.audio import to_wav_bytes
-from gemma_demo.model_loading import LoadOptions
+from gemma_demo.load_options import LoadOptions
 from gemma_demo.reasoning import split_reasoning
 from gemma_demo.registry import ModelCapabilities, capabilities_for_name, find_known
 from gemma_demo.settings import GenerationSettings

@@ -27,12 +27,13 @@ from gemma_demo.engine import Backend, Stats, Update
 from gemma_demo.errors import GemmaDemoError, InvalidInputError
 from gemma_demo.media.video import FrameSampling
 from gemma_demo.model_cache import ModelCache
-from gemma_demo.model_loading import LoadOptions
+from gemma_demo.filenames import safe_stem
+from gemma_demo.load_options import LoadOptions
 from gemma_demo.registry import is_selectable
 from gemma_demo.settings import GenerationSettings
 from gemma_demo.tasks.audio_question import ask_audio
 from gemma_demo.tasks.caption import CaptionPreset, caption
-from gemma_demo.tasks.detection import GroundingMode, detect, safe_file_stem, write_coco
+from gemma_demo.tasks.detection import GroundingMode, detect, write_coco
 from gemma_demo.tasks.html_page import image_to_html
 from gemma_demo.tasks.ocr import OcrMode, Table, ocr
 from gemma_demo.tasks.transcription import TranscriptResult, transcribe, translate, write_subtitles
@@ -243,7 +244,7 @@ def sketch_to_page(
             if not result.done:
                 yield result.html, None, None, *progress(result.update)
                 continue
-            page = folder / f"{safe_file_stem(Path(image).name)}.html"
+            page = folder / f"{safe_stem(Path(image).name, 'page')}.html"
             page.write_text(result.html, encoding="utf-8")
             yield result.html, result.preview, str(page), *progress(result.update)
 

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 
 from gemma_demo.model_cache import ModelCache  # noqa: E402
-from gemma_demo.model_loading import LoadOptions  # noqa: E402
+from gemma_demo.load_options import LoadOptions  # noqa: E402
 
 
 @pytest.fixture(scope="session")

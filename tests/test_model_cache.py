@@ -8,7 +8,7 @@ import pytest
 
 from gemma_demo.errors import ModelUnavailableError
 from gemma_demo.model_cache import ModelCache
-from gemma_demo.model_loading import LoadOptions
+from gemma_demo.load_options import LoadOptions
 
 
 def test_concurrent_first_requests_load_once(tiny_options):

@@ -22,7 +22,7 @@ from transformers import AutoProcessor, AutoTokenizer, GenerationConfig
 from gemma_demo.engine import Update, last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError, ModelUnavailableError
 from gemma_demo.model_cache import ModelCache
-from gemma_demo.model_loading import LoadOptions
+from gemma_demo.load_options import LoadOptions
 from gemma_demo.registry import capabilities_for_name
 from gemma_demo.remote_backend import (
     OpenAIBackend,

@@ -7,7 +7,7 @@ capability check, turning any upload into 16 kHz samples, and the message shape.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class AudioAnswerResult:
             "reasoning": self.update.reasoning,
             "clip_seconds": self.clip_seconds,
             "note": self.note,
-            "stats": asdict(self.update.stats),
+            "stats": self.update.stats.to_json(),
             "done": self.done,
         }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -53,7 +53,7 @@ class CaptionResult:
             "preset": self.preset.value,
             "caption": self.text,
             "reasoning": self.update.reasoning,
-            "stats": asdict(self.update.stats),
+            "stats": self.update.stats.to_json(),
             "done": self.done,
         }
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -26,6 +25,7 @@ from gemma_demo.detections import (
 )
 from gemma_demo.drawing import PixelBox, PixelPoint, annotate, detections_json, legend, to_coco
 from gemma_demo.engine import Backend, Update
+from gemma_demo.filenames import safe_stem
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.images import ImageSource, load_image
 from gemma_demo.settings import GenerationSettings
@@ -34,8 +34,6 @@ from gemma_demo.tasks.caption import image_messages
 DEFAULT_SETTINGS = GenerationSettings(image_budget=280, sampling=False, max_new_tokens=1024)
 DEFAULT_IMAGE_NAME = "image"
 COCO_SUFFIX = ".coco.json"
-MAX_FILE_STEM_CHARS = 100
-_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class GroundingMode(enum.Enum):
@@ -73,7 +71,7 @@ class DetectionResult:
             "coco": self.coco,
             "answer": self.update.answer,
             "reasoning": self.update.reasoning,
-            "stats": asdict(self.update.stats),
+            "stats": self.update.stats.to_json(),
             "message": self.message,
             "done": self.done,
         }
@@ -136,13 +134,8 @@ def write_coco(result: DetectionResult, directory: str | Path) -> Path:
         raise InvalidInputError("There are no boxes to export: run a box detection that finds something first.")
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{safe_file_stem(result.coco['images'][0]['file_name'])}{COCO_SUFFIX}"
+    path = folder / f"{safe_stem(result.coco['images'][0]['file_name'], DEFAULT_IMAGE_NAME)}{COCO_SUFFIX}"
     path.write_text(json.dumps(result.coco, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
 
-def safe_file_stem(name: str) -> str:
-    """Keep letters, digits, dots, dashes and underscores of the base name, never a path."""
-    stem = Path(name.replace("\\", "/")).stem
-    cleaned = _UNSAFE_FILE_CHARS.sub("_", stem).strip("._-")[:MAX_FILE_STEM_CHARS]
-    return cleaned or DEFAULT_IMAGE_NAME

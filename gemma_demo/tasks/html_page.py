@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from gemma_demo.engine import Backend, Update
 from gemma_demo.media.images import ImageSource, load_image
@@ -49,7 +49,7 @@ class HtmlResult:
             "html": self.html,
             "answer": self.update.answer,
             "reasoning": self.update.reasoning,
-            "stats": asdict(self.update.stats),
+            "stats": self.update.stats.to_json(),
             "done": self.done,
         }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from gemma_demo.engine import Backend, Update
 from gemma_demo.media.images import ImageSource, load_image
@@ -75,7 +75,7 @@ class OcrResult:
             "text": self.text,
             "tables": list(self.tables),
             "reasoning": self.update.reasoning,
-            "stats": asdict(self.update.stats),
+            "stats": self.update.stats.to_json(),
             "done": self.done,
         }
 

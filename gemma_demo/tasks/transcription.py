@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gemma_demo.audio_chunks import AudioChunk, split_audio
 from gemma_demo.engine import Backend, Stats, Update
+from gemma_demo.filenames import safe_stem
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.audio import is_silent, validate_speech
 from gemma_demo.settings import GenerationSettings
@@ -25,10 +26,8 @@ from gemma_demo.tasks.audio_question import AudioInput, audio_messages, read_aud
 DEFAULT_SETTINGS = GenerationSettings(max_new_tokens=512)
 DEFAULT_LANGUAGE = "English"
 DEFAULT_STEM = "transcript"
-MAX_FILE_STEM_CHARS = 100
 SILENT_CHUNK_STATUS = "silent"
 SUBTITLE_FORMATS = ("srt", "vtt", "txt")
-_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 ASR_PROMPT = (
     "Transcribe the following speech segment in {language} into {language} text.\n\n"
@@ -98,7 +97,7 @@ class TranscriptResult:
             "chunk_index": self.chunk_index,
             "chunk_count": self.chunk_count,
             "progress": self.progress,
-            "stats": asdict(self.stats),
+            "stats": self.stats.to_json(),
             "done": self.done,
         }
 
@@ -161,17 +160,12 @@ def write_subtitles(result: TranscriptResult, directory: str | Path, stem: str) 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     contents = {"srt": result.srt(), "vtt": result.vtt(), "txt": result.txt()}
-    paths = {kind: folder / f"{safe_stem(stem)}.{kind}" for kind in SUBTITLE_FORMATS}
+    paths = {kind: folder / f"{safe_stem(stem, DEFAULT_STEM)}.{kind}" for kind in SUBTITLE_FORMATS}
     for kind, path in paths.items():
         path.write_text(contents[kind], encoding="utf-8")
     return paths
 
 
-def safe_stem(name: str) -> str:
-    """Keep letters, digits, dots, dashes and underscores of the base name, never a path."""
-    base = Path(name.replace("\\", "/")).name
-    cleaned = _UNSAFE_FILE_CHARS.sub("_", base).strip("._-")[:MAX_FILE_STEM_CHARS]
-    return cleaned or DEFAULT_STEM
 
 
 def _stream_chunks(

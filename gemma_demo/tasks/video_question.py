@@ -8,7 +8,7 @@ answer was based on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ class VideoResult:
             ],
             "audio_seconds": self.audio_seconds,
             "note": self.note,
-            "stats": asdict(self.update.stats),
+            "stats": self.update.stats.to_json(),
             "done": self.done,
         }
 

@@ -1,0 +1,19 @@
+"""How to load a model, kept apart from the loader so that reading flags imports no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model; the same fields come from flags or environment variables."""
+
+    backend: str = "local"
+    device: str = "auto"  # auto, cuda, mps, cpu
+    dtype: str = "auto"  # auto, bfloat16, float16, float32
+    offload: bool = False  # device_map="auto": spill layers to CPU/disk on small GPUs
+    base_url: str | None = None  # remote backend only
+    api_key: str | None = None  # remote backend only
+    tiny_root: Path | None = None
