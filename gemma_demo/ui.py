@@ -160,7 +160,8 @@ def detection_tab(wiring: Wiring) -> None:
                 image = ImageUpload(label="Picture", type="filepath")
                 objects = gr.Textbox(label="Objects", placeholder="red circle, blue square")
                 boxes, points, stop = run_buttons("Detect boxes", "Point")
-                examples([("shapes.jpg", "red circle, blue square, star"), ("scene.jpg", "house, tree")],
+                examples([("chelsea.jpg", "cat"), ("coffee.jpg", "cup, spoon, saucer"), ("astronaut.jpg", "face, flag"),
+                          ("shapes.jpg", "red circle, blue square, star")],
                          [image, objects])
             with gr.Column():
                 annotated = gr.Image(label="Found", format="png", interactive=False)
@@ -189,7 +190,8 @@ def caption_tab(wiring: Wiring) -> None:
                 )
                 question = gr.Textbox(label="Question or instruction (for “My question”)", lines=2)
                 run, stop = run_buttons("Caption")
-                examples([("scene.jpg", "short", ""), ("scene.jpg", "custom", "How many windows does the house have?")],
+                examples([("rocket.jpg", "detailed", ""), ("chelsea.jpg", "short", ""),
+                          ("scene.jpg", "custom", "How many windows does the house have?")],
                          [image, style, question])
             with gr.Column():
                 text = gr.Textbox(label="Caption", lines=6)
