@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemma_demo.engine import Backend, Message, Update, audio_unsupported_message
+from gemma_demo.engine import Backend, Message, audio_unsupported_message
 from gemma_demo.errors import CapabilityError, InvalidInputError
 from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE, AudioSource, is_silent, load_audio
 from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks import StreamedResult
 
 DEFAULT_SETTINGS = GenerationSettings()
 # Decoding a hair past the limit is how a clip that is exactly 30 s long is told from a longer one.
@@ -24,18 +25,9 @@ AudioInput = AudioSource | np.ndarray
 
 
 @dataclass(frozen=True)
-class AudioAnswerResult:
-    update: Update
+class AudioAnswerResult(StreamedResult):
     clip_seconds: float
     note: str = ""
-
-    @property
-    def text(self) -> str:
-        return self.update.answer
-
-    @property
-    def done(self) -> bool:
-        return self.update.done
 
     def to_json(self) -> dict:
         return {

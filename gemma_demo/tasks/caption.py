@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from gemma_demo.engine import Backend, Message, Update
+from gemma_demo.engine import Backend, Message
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.images import ImageSource, load_image
 from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks import StreamedResult
 
 DEFAULT_SETTINGS = GenerationSettings()
 
@@ -36,17 +37,8 @@ PRESET_PROMPTS = {
 
 
 @dataclass(frozen=True)
-class CaptionResult:
-    update: Update
+class CaptionResult(StreamedResult):
     preset: CaptionPreset
-
-    @property
-    def text(self) -> str:
-        return self.update.answer
-
-    @property
-    def done(self) -> bool:
-        return self.update.done
 
     def to_json(self) -> dict:
         return {

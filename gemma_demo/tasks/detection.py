@@ -29,6 +29,7 @@ from gemma_demo.filenames import safe_stem
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.images import ImageSource, load_image
 from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks import StreamedResult
 from gemma_demo.tasks.caption import image_messages
 
 DEFAULT_SETTINGS = GenerationSettings(image_budget=280, sampling=False, max_new_tokens=1024)
@@ -51,17 +52,12 @@ class Detection:
 
 
 @dataclass(frozen=True)
-class DetectionResult:
-    update: Update
+class DetectionResult(StreamedResult):
     image: Image.Image
     detections: tuple[Detection, ...] = ()
     legend: dict[str, str] = field(default_factory=dict)
     coco: dict | None = None
     message: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.update.done
 
     def to_json(self) -> dict:
         boxes = [(d.label, d.box) for d in self.detections if d.box is not None]

@@ -12,9 +12,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gemma_demo.engine import Backend, Update
+from gemma_demo.engine import Backend
 from gemma_demo.media.images import ImageSource, load_image
 from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks import StreamedResult
 from gemma_demo.tasks.caption import image_messages
 
 # Google's own image-to-HTML example thinks first and leaves room for a whole page.
@@ -35,14 +36,9 @@ _PAGE_END = "</html>"
 
 
 @dataclass(frozen=True)
-class HtmlResult:
-    update: Update
+class HtmlResult(StreamedResult):
     html: str
     preview: str
-
-    @property
-    def done(self) -> bool:
-        return self.update.done
 
     def to_json(self) -> dict:
         return {

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_demo.engine import Backend, Message, Update
+from gemma_demo.engine import Backend, Message
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE
 from gemma_demo.media.video import FrameSampling, SampledVideo, extract_audio_track, sample_video
 from gemma_demo.settings import GenerationSettings
+from gemma_demo.tasks import StreamedResult
 from gemma_demo.tasks.audio_question import require_audio
 
 DEFAULT_SETTINGS = GenerationSettings()
@@ -28,22 +29,13 @@ Frame = tuple[np.ndarray, str]
 
 
 @dataclass(frozen=True)
-class VideoResult:
+class VideoResult(StreamedResult):
     """`gallery` pairs each frame the model saw with the `mm:ss` stamp it read beside it."""
 
-    update: Update
     gallery: tuple[Frame, ...]
     timestamps: tuple[float, ...]
     audio_seconds: float = 0.0
     note: str = ""
-
-    @property
-    def text(self) -> str:
-        return self.update.answer
-
-    @property
-    def done(self) -> bool:
-        return self.update.done
 
     def to_json(self) -> dict:
         return {
