@@ -1,5 +1,8 @@
+import os
 import sys
 
-from gemma_demo.cli import main
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported; see app.py
+
+from gemma_demo.cli import main  # noqa: E402
 
 sys.exit(main())
