@@ -20,6 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from gemma_demo.engine import Message, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.errors import GenerationError, InvalidInputError
+from gemma_demo.media.audio import padded_for_model
 from gemma_demo.reasoning import split_reasoning
 from gemma_demo.registry import ModelCapabilities
 from gemma_demo.settings import GenerationSettings
@@ -61,7 +62,7 @@ def build_inputs(processor, messages: list[Message], settings: GenerationSetting
             if kind == "image":
                 images.append(part["image"])
             elif kind == "audio":
-                audios.append(part["audio"])
+                audios.append(padded_for_model(part["audio"]))
             elif kind == "video":
                 videos.append(part["video"])
     text = processor.apply_chat_template(

@@ -52,9 +52,16 @@ def resolve_source(name: str, options: LoadOptions) -> str:
     return str(folder) if folder.exists() else name
 
 
+def _looks_like_folder(name: str) -> bool:
+    """A path rather than a Hub id, which is `namespace/name` and never starts with `/`, `.` or `~`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def _unavailable(name: str, source: str, error: Exception) -> ModelUnavailableError:
     if Path(source).exists():
         hint = "The folder exists but does not hold a loadable Gemma 4 checkpoint (config, weights, processor)."
+    elif _looks_like_folder(name):
+        hint = "There is no such folder: check the path, or name a Hub model such as google/gemma-4-E2B-it."
     else:
         hint = (
             "Its weights are neither in the local Hugging Face cache nor downloadable from here. "

@@ -35,7 +35,7 @@ from PIL import Image
 
 from gemma_demo.engine import Message, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.errors import GemmaDemoError, GenerationError, InvalidInputError, ModelUnavailableError
-from gemma_demo.media.audio import to_wav_bytes
+from gemma_demo.media.audio import padded_for_model, to_wav_bytes
 from gemma_demo.load_options import LoadOptions
 from gemma_demo.reasoning import split_reasoning
 from gemma_demo.registry import ModelCapabilities, capabilities_for_name, find_known
@@ -345,7 +345,7 @@ def image_part(image: Image.Image) -> dict[str, Any]:
 
 
 def audio_part(samples: np.ndarray) -> dict[str, Any]:
-    data = base64.b64encode(to_wav_bytes(samples)).decode("ascii")
+    data = base64.b64encode(to_wav_bytes(padded_for_model(samples))).decode("ascii")
     return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
 
 

@@ -23,6 +23,8 @@ SHARE_WARNING = """
 #  and upload files to this machine. Add --auth USER:PASSWORD.       #
 ######################################################################
 """
+# Gradio's MCP server lists every tool without a login, and its tool calls cannot log in.
+MCP_WITH_AUTH_WARNING = "--mcp is off: with --auth, MCP clients cannot log in and the tool list would be public."
 THEME = gr.themes.Soft()
 CSS = ".gradio-container { max-width: 1400px !important; margin: auto; }"
 
@@ -43,6 +45,8 @@ def launch(config: AppConfig, cache: ModelCache | None = None, **kwargs: Any) ->
     """
     if config.share_without_auth:
         print(SHARE_WARNING, file=sys.stderr, flush=True)
+    if config.mcp and config.auth is not None:
+        print(MCP_WITH_AUTH_WARNING, file=sys.stderr, flush=True)
     demo = build_demo(config, cache or ModelCache(), gpu=gpu)
     options: dict[str, Any] = {
         "server_name": config.host,
@@ -50,7 +54,7 @@ def launch(config: AppConfig, cache: ModelCache | None = None, **kwargs: Any) ->
         "share": config.share,
         "auth": config.auth,
         "max_file_size": config.max_file_size,
-        "mcp_server": config.mcp,
+        "mcp_server": config.mcp and config.auth is None,
         "allowed_paths": [str(EXAMPLES_DIR)] if EXAMPLES_DIR.is_dir() else [],
         "theme": THEME,
         "css": CSS,

@@ -50,6 +50,9 @@ INTRO = (
 # and the rest wait their turn instead of crowding the GPU.
 MODEL_QUEUE = "model"
 MODEL_CONCURRENCY = 4
+# Uploads and results live in Gradio's cache: every 10 minutes the files older than an
+# hour are deleted, and all of them when the server stops.
+CACHE_CLEANUP = (10 * 60, 60 * 60)
 LANGUAGES = (
     "English", "French", "German", "Spanish", "Italian", "Portuguese", "Japanese", "Korean", "Chinese", "Hindi",
 )
@@ -94,7 +97,7 @@ def build_demo(config: AppConfig, cache: ModelCache, gpu: Callable[[Callable], C
     `gpu` wraps the model-bound part of every endpoint (ZeroGPU's `spaces.GPU`).
     """
     endpoints = Endpoints(cache, config.load, config.model, gpu)
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(INTRO)
         settings = build_settings_panel(config.model)
         wiring = Wiring(endpoints, settings)
@@ -263,7 +266,7 @@ def video_tab(wiring: Wiring, model: str) -> list[Component]:
                     num_frames = gr.Slider(1, MAX_VIDEO_FRAMES, DEFAULT_NUM_FRAMES, step=1, label="Frames")
                     fps = gr.Number(None, label="Or frames per second", minimum=0)
                     start = gr.Number(None, label="Start (s)", minimum=0)
-                    end = gr.Number(None, label="End (s)", minimum=0)
+                    end = gr.Number(None, label="End (s)", minimum=0, info="0 or empty: to the end")
                 include_audio = gr.Checkbox(
                     False, label="Let the model hear the sound (first 30 s)", info=INCLUDE_AUDIO_INFO,
                     interactive=not audio_note(model),
@@ -271,7 +274,7 @@ def video_tab(wiring: Wiring, model: str) -> list[Component]:
                 run, stop = run_buttons("Ask")
                 examples([("clip.mp4", "Which way does the red ball move?")], [video, question])
             with gr.Column():
-                frames = gr.Gallery(label="Frames the model saw", columns=8, height="auto")
+                frames = gr.Gallery(label="Frames the model saw", columns=4, height="auto")
                 answer = gr.Textbox(label="Answer", lines=6)
                 extras = answer_extras()
         io = ([video, question, num_frames, fps, start, end, include_audio], [frames, answer, *extras])

@@ -9,19 +9,25 @@ this one place, so the page always gets a message instead of freezing.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import inspect
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from gemma_demo.engine import Backend, Stats, Update
 from gemma_demo.errors import GemmaDemoError, InvalidInputError
@@ -43,6 +49,7 @@ from gemma_demo.ui_settings import SETTINGS_DOC, SettingsChoice, settings_for, s
 log = logging.getLogger(__name__)
 
 APP_TEMP_DIR = Path(tempfile.gettempdir()) / "gemma_demo"
+CLOSE_RETRY_S = 0.01
 GENERIC_ERROR = "Something went wrong while running this request. Try again; if it keeps failing, see the server log."
 Handler = Callable[..., Iterator[tuple]]
 E = TypeVar("E", bound=enum.Enum)
@@ -62,7 +69,7 @@ class Endpoints:
     startup_model: str
     gpu: Callable[[Callable], Callable] | None = None
 
-    def wrap(self, handler: Handler, defaults: GenerationSettings) -> Handler:
+    def wrap(self, handler: Handler, defaults: GenerationSettings) -> Callable[..., AsyncIterator[tuple]]:
         task_parameters = list(inspect.signature(handler).parameters.values())[2:]
         count = len(task_parameters)
 
@@ -73,8 +80,7 @@ class Endpoints:
         if self.gpu is not None:
             run = self.gpu(run)
 
-        @functools.wraps(handler)
-        def endpoint(*values: Any) -> Iterator[tuple]:
+        def results(*values: Any) -> Iterator[tuple]:
             inputs, choice = values[:count], SettingsChoice(*values[count:])
             try:
                 yield from run(choice.model, settings_for(choice, defaults), *inputs)
@@ -84,10 +90,46 @@ class Endpoints:
                 log.exception("%s failed", handler.__name__)
                 raise gr.Error(GENERIC_ERROR) from None
 
+        @functools.wraps(handler)
+        async def endpoint(*values: Any) -> AsyncIterator[tuple]:
+            # Gradio closes a run on Stop only once it has registered the run's first result,
+            # so a Stop during loading, prefill or that result's postprocessing would leave the
+            # model generating for nobody. A Stop cancels the task that drives this generator,
+            # whatever it is awaiting; when that task ends, for any reason, the run is closed.
+            run_results = results(*values)
+            driver = asyncio.current_task()
+            if driver is not None:
+                driver.add_done_callback(lambda _: close_when_idle(run_results))
+            try:
+                while (result := await anyio.to_thread.run_sync(next, run_results, None)) is not None:
+                    yield result
+            finally:
+                close_when_idle(run_results)
+
         # Gradio names API parameters after the signature and describes them from the docstring.
         endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters())
         endpoint.__doc__ = with_settings_doc(handler.__doc__ or "")
         return endpoint
+
+
+def close_when_idle(results: Iterator) -> None:
+    """Close a generator now, or once the worker thread still inside it comes out.
+
+    Closing it is what stops the model (the backend's `finally` sets its stop flag).
+    """
+    try:
+        results.close()
+    except ValueError:  # "generator already executing": a cancelled step still runs
+        threading.Thread(target=_close_after_step, args=(results,), name="close-run", daemon=True).start()
+
+
+def _close_after_step(results: Iterator) -> None:
+    while True:
+        try:
+            results.close()
+            return
+        except ValueError:
+            time.sleep(CLOSE_RETRY_S)
 
 
 def require_selectable(model: str, startup_model: str) -> None:
@@ -133,6 +175,18 @@ def request_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def picture_file(picture: Image.Image | np.ndarray, path: Path) -> str:
+    """A result picture saved as a file of the request.
+
+    Gradio copies a file into its cache atomically, but writes a picture it encodes itself
+    in place: when two requests show the same picture, one could be served the file while
+    the other rewrites it, and the download breaks off.
+    """
+    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+    image.save(path)
+    return str(path)
 
 
 def progress(update: Update, note: str = "", stats: Stats | None = None) -> tuple[str, str]:
@@ -183,7 +237,8 @@ def _grounding(
             answer = result.update.answer if result.detections else result.message
             legend = [(label, colour) for label, colour in result.legend.items()]
             detections = result.to_json()["detections"]
-            yield result.image, legend, detections, answer, coco, *progress(result.update)
+            found = picture_file(result.image, folder / f"{safe_stem(Path(image).name, 'picture')}-found.png")
+            yield found, legend, detections, answer, coco, *progress(result.update)
 
 
 def caption_image(
@@ -326,13 +381,19 @@ def ask_about_video(
         question: What to ask, e.g. "What happens in this clip?".
         num_frames: How many frames to sample (the most when fps is set).
         fps: Frames per second to sample instead of a fixed count; empty or 0 for a fixed count.
-        start: Start of the range to look at, in seconds; empty for the beginning.
-        end: End of the range, in seconds; empty for the end of the video.
+        start: Start of the range to look at, in seconds; empty or 0 for the beginning.
+        end: End of the range, in seconds; empty or 0 for the end of the video.
         include_audio: Also let the model hear the first 30 s of sound (E2B and E4B only).
     """
     require(video, "Upload a video first, or pick an example below it.")
-    sampling = FrameSampling(num_frames=int(num_frames), fps=fps or None, start=start, end=end)
+    # A cleared number field arrives as 0 from the browser: 0 means "not set" for all three.
+    sampling = FrameSampling(num_frames=int(num_frames), fps=fps or None, start=start or None, end=end or None)
     results = describe_video(backend, video, question or "", sampling, bool(include_audio), settings)
-    for index, result in enumerate(results):
-        gallery = list(result.gallery) if index == 0 or result.done else gr.skip()
-        yield gallery, result.text, *progress(result.update, result.note)
+    with request_folder() as folder:
+        frames: list[tuple[str, str]] = []
+        for index, result in enumerate(results):
+            if index == 0:
+                frames = [(picture_file(frame, folder / f"frame-{number:02d}.webp"), label)
+                          for number, (frame, label) in enumerate(result.gallery)]
+            gallery = frames if index == 0 or result.done else gr.skip()
+            yield gallery, result.text, *progress(result.update, result.note)

@@ -57,7 +57,7 @@ SETTING_NAMES = tuple(field.name for field in fields(SettingsChoice))
 # One line per setting, appended to every endpoint's docstring (the API page and MCP read them).
 SETTINGS_DOC = {
     "model": "Gemma 4 model: E2B, E4B, 26B-A4B, 31B, their Hub ids, tiny, or a local folder / Hub id.",
-    "max_new_tokens": f"Most tokens to generate (1-{MAX_NEW_TOKENS_LIMIT}); empty for the task's default.",
+    "max_new_tokens": f"Most tokens to generate (1-{MAX_NEW_TOKENS_LIMIT}); 0 or empty for the task's default.",
     "thinking": "'on' or 'off' to let the model reason before answering; 'default' for the task's choice.",
     "sampling": "True to sample with temperature, top_p and top_k; False for greedy decoding.",
     "temperature": f"Sampling temperature ({MIN_TEMPERATURE:g}-{MAX_TEMPERATURE:g}); used only when sampling.",
@@ -73,8 +73,8 @@ def validate_choice(choice: SettingsChoice) -> None:
     """Refuse values the panel cannot produce, as API clients can send anything."""
     if not (choice.model or "").strip():
         raise InvalidInputError("Choose a model in the settings.")
-    if choice.max_new_tokens is not None and not 1 <= choice.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-        raise InvalidInputError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, or empty.")
+    if choice.max_new_tokens and not 1 <= choice.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise InvalidInputError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, or 0 for the task's own.")
     if choice.thinking not in {value for _, value in THINKING_CHOICES}:
         raise InvalidInputError("Thinking must be 'default', 'on' or 'off'.")
     if not (0 < choice.temperature <= MAX_TEMPERATURE and 0 < choice.top_p <= 1 and 1 <= choice.top_k <= MAX_TOP_K):
@@ -135,11 +135,12 @@ def build_settings_panel(model: str) -> list[gr.components.Component]:
         with gr.Row():
             model_box = gr.Dropdown(
                 model_choices(model), value=model, label="Model", allow_custom_value=True, scale=2,
-                info="Loaded on first use. Type a Hub id or a local folder for another Gemma 4 checkpoint.",
+                info="Loaded on first use. E2B, E4B, 26B-A4B or 31B by name; start the app with --model for another checkpoint.",
             )
+            # The browser turns an empty number field into 0, so 0 is what means "the task's own".
             max_new_tokens = gr.Number(
-                None, label="Max new tokens", minimum=1, maximum=MAX_NEW_TOKENS_LIMIT, precision=0,
-                placeholder="task default", info="Empty: each task's own limit.",
+                0, label="Max new tokens", minimum=0, maximum=MAX_NEW_TOKENS_LIMIT, precision=0,
+                info="0: each task's own limit.",
             )
             thinking = gr.Radio(THINKING_CHOICES, value=TASK_DEFAULT, label="Thinking", info="Reasoning shows apart.")
         with gr.Row():

@@ -24,6 +24,9 @@ SILENCE_THRESHOLD_DB = -50.0
 SILENCE_FRAME_SECONDS = 0.03
 LOG_FLOOR = 1e-12
 SEEK_PREROLL_SECONDS = 0.5
+# Gemma 4's audio encoder needs a few feature frames: a shorter clip (a click, the last
+# milliseconds of a long recording) fails inside the model unless padded with silence.
+MIN_MODEL_SECONDS = 0.05
 
 AudioSource = str | Path | tuple[int, np.ndarray]
 
@@ -96,6 +99,8 @@ def _read_file(path: Path, start: float, max_seconds: float | None) -> tuple[int
     """
     if not path.is_file():
         raise InvalidInputError(f"The audio file {path.name!r} does not exist — upload it again.")
+    if path.stat().st_size == 0:
+        raise InvalidInputError(f"The audio file {path.name!r} is empty (0 bytes) — upload it again.")
     try:
         rate, frames = _read_with_soundfile(path, start, max_seconds)
         if frames.size:
@@ -128,7 +133,7 @@ def _read_with_pyav(
     The seek lands a little early because AAC, MP3 and Opus decoders need some
     preceding audio to rebuild the first samples; the extra is trimmed off.
     """
-    with av.open(str(path)) as container:
+    with av.open(str(path), metadata_errors="ignore") as container:
         if not container.streams.audio:
             raise InvalidInputError(f"{path.name!r} has no audio track — upload one with sound.")
         stream = container.streams.audio[0]
@@ -201,6 +206,12 @@ def validate_speech(samples: np.ndarray) -> None:
             "The audio is silent — nothing to transcribe. "
             "Check that the microphone is on and the volume is up."
         )
+
+
+def padded_for_model(samples: np.ndarray) -> np.ndarray:
+    """`samples` with trailing silence up to the shortest clip the audio encoder accepts."""
+    shortfall = round(MIN_MODEL_SECONDS * SAMPLE_RATE) - len(samples)
+    return np.pad(samples, (0, shortfall)) if shortfall > 0 else samples
 
 
 def to_wav_bytes(samples: np.ndarray) -> bytes:

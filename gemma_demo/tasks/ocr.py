@@ -28,6 +28,10 @@ _CLOSING_FENCE = re.compile(r"\n?```[ \t]*\Z")
 _BACKTICK_RUN = re.compile(r"`+")
 _DELIMITER_ROW = re.compile(r"\A\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\Z")
 _CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
+# What a Markdown renderer would take for raw HTML: a tag, a closing tag, a comment, a
+# declaration or a processing instruction all start with `<` and one of these.
+_RAW_HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
+_FENCE_OPENING = re.compile(r"(`{3,})[^`]*|(~{3,}).*")
 
 
 class OcrMode(enum.Enum):
@@ -112,12 +116,44 @@ def strip_outer_fence(answer: str) -> str:
 
 
 def as_markdown(text: str, mode: OcrMode) -> str:
-    """Plain text goes in a fence: Markdown would join its lines and eat `*` and `#`."""
+    """Markdown to render. Plain text goes in a fence: Markdown would join its lines and eat `*` and `#`."""
     if mode is not OcrMode.TEXT or not text:
-        return text
+        return without_raw_html(text)
     longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
     fence = "`" * max(MIN_FENCE_TICKS, longest + 1)
     return f"{fence}text\n{text}\n{fence}"
+
+
+def without_raw_html(markdown: str) -> str:
+    """The model's Markdown with any HTML it wrote shown as text, not rendered.
+
+    A document can carry instructions the model follows, so its answer is untrusted: a
+    `<` that could open a tag, comment or declaration becomes `&lt;` (which renders as
+    `<`). Fenced code blocks are kept, as they render verbatim, but only fences at the
+    start of a line, where every renderer sees one begin; once renderers could disagree
+    on where a block ends, no later fence is kept. Inline code spans are escaped too (they
+    then show `&lt;`): where a span ends depends on the paragraph around it.
+    """
+    lines: list[str] = []
+    fence, fences_kept = None, True
+    for line in re.split(r"\r\n|\r|\n", markdown):
+        if fence is None:
+            opening = _FENCE_OPENING.fullmatch(line) if fences_kept else None
+            fence = opening and (opening.group(1) or opening.group(2))
+            lines.append(_RAW_HTML_START.sub("&lt;", line))
+            continue
+        lines.append(line)
+        closing = _closes_fence(line, fence)
+        if any(closing):
+            fence, fences_kept = None, all(closing)
+    return "\n".join(lines)
+
+
+def _closes_fence(line: str, fence: str) -> tuple[bool, bool]:
+    """Whether `line` ends the block opened by `fence`, by CommonMark's rule and by marked's (Gradio's)."""
+    commonmark = re.fullmatch(rf" {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*", line)
+    marked = re.fullmatch(rf" {{0,3}}{re.escape(fence)}[`~]* *", line)
+    return commonmark is not None, marked is not None
 
 
 def parse_tables(markdown: str) -> tuple[Table, ...]:
