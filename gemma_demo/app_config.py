@@ -7,6 +7,7 @@ flag given on the command line wins over the variable.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ class AppConfig:
         return self.share and self.auth is None
 
 
+def _env_value(env: Mapping[str, str], name: str, default=None):
+    """The `GEMMA_DEMO_<name>` variable, or `default` when it is not set."""
+    return env.get(ENV_PREFIX + name, default)
+
+
 def _env_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -51,7 +57,7 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 def add_model_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     """Flags shared by the app and the CLI: which model, where it runs."""
-    get = lambda name, default=None: env.get(ENV_PREFIX + name, default)  # noqa: E731
+    get = functools.partial(_env_value, env)
     parser.add_argument("--model", default=get("MODEL", DEFAULT_MODEL),
                         help="E2B, E4B, 26B-A4B, 31B, a Hub id, a local folder, or tiny / tiny-moe / tiny-dense")
     parser.add_argument("--backend", choices=("local", "openai"), default=get("BACKEND", "local"),
@@ -76,7 +82,7 @@ def load_options_from(args: argparse.Namespace) -> LoadOptions:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    get = lambda name, default=None: env.get(ENV_PREFIX + name, default)  # noqa: E731
+    get = functools.partial(_env_value, env)
     parser = argparse.ArgumentParser(prog="app.py", description="Gemma 4 Studio web app")
     add_model_arguments(parser, env)
     parser.add_argument("--host", default=get("HOST", DEFAULT_HOST),
