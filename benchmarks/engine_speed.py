@@ -35,6 +35,7 @@ from benchmarks.common import (
     spread,
 )
 from benchmarks.models import bytes_read_per_token, reference_bytes, reference_model, small_checkpoint
+from gemma_demo.cpu_decode import speed_up_cpu_decoding
 from gemma_demo.engine import with_system_prompt
 from gemma_demo.load_options import LoadOptions
 from gemma_demo.local_backend import LocalBackend, build_inputs
@@ -215,6 +216,8 @@ def decode_bandwidth(name: str, device: str, text_only: bool, reps: int) -> Row:
     """P7: decode tokens/s of a real architecture against what the memory bandwidth allows."""
     processor = build_processor()
     model = reference_model(name, device, torch.bfloat16, text_only=text_only, vocab=len(processor.tokenizer))
+    if device == "cpu":
+        speed_up_cpu_decoding(model)  # as `load_local_backend` does for every CPU model
     per_token = bytes_read_per_token(model)
     input_ids = processor.tokenizer(DECODE_PROMPT, return_tensors="pt").input_ids.to(device)
     new_tokens = 64 if device == "cuda" else (4 if text_only else 12)

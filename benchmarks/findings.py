@@ -36,98 +36,84 @@ moved the figure. Memory figures are medians over 5 freshly forked processes.
   audio are cached in `~/.cache/gemma_demo/benchmarks` (`GEMMA_BENCH_CACHE`): about
   1.1 GB, built on the first run.
 
-Rows: P1–P8 have targets; L, T and M1 are figures for information; X1–X4 are the
-experiments behind the proposed fixes (full run only).
+Rows: P1–P8 have targets; L, T and M1 are figures for information; X1–X3 are the
+experiments behind the fixes and the one proposal left (full run only).
 """
 
 NOTES = """
-## Misses: causes and proposed fixes
+## Misses found, and what was done about them
 
-Several targets sit within this shared machine's run-to-run noise of their bound, so
-one run passes them and the next misses: P1 and P2 with the tiny model, P3 against
-transformers, P7 and P8 all did both while these benchmarks were written. The "pairs"
-range in a row's note shows how far that run's pairs spread. The table is one run; the
-causes below hold for all of them.
+The first run of these benchmarks missed P1 and P2 with the tiny model, P5, P7 and P8.
+Each "before" figure below is from that run (2026-11-28, `--quick`, same machine); the
+"after" figures are this file's table unless a note says otherwise. Several targets sit
+within this shared machine's run-to-run noise of their bound, so one run can pass them
+and the next miss: the "pairs" range in a row's note shows how far that run's pairs
+spread.
 
-**P5, four users at once (a real gap).** The engine runs one `generate` per request,
-each in its own thread. On a CPU, four Python-heavy decode loops contend for the GIL and
-the cores instead of sharing work: in process, four concurrent streams of the tiny model
-reach 0.6–0.9× the aggregate tokens/s of one stream (X1); through the app 0.6–1.0× with
-the tiny model and about 1.1× with the 133M one, and the slowest user's first token
-comes 3–4× later than a lone user's. *Proposed fix* (`gemma_demo/local_backend.py`):
-batch concurrent requests. A small scheduler owned by `LocalBackend` collects the
-requests that arrive while the model is busy and runs them as one `generate` (left padding; a streamer that routes row
-*i*'s tokens to request *i*'s queue; a stopping criterion that returns per-row flags so
-a closed tab stops only its row; only requests with the same sampling settings share a
-batch, `max_new_tokens` is the batch's largest and rows stop at their own). X1 measures
-the gain directly: four caption requests as one batched `generate` give 1.8–2.4× the
-tokens/s of a lone stream on this 2-core CPU, and all four first tokens arrive after
-one prefill. On a GPU, where decoding is bound by reading the weights, the gain is
-larger. transformers' continuous batching (`generate_batch`, `init_continuous_batching`)
-takes token ids only, so it cannot carry this app's images, audio and video.
+**P5, four users at once: 0.80× → PLACEHOLDER_P5 aggregate tokens/s; slowest first token
+3.7× → PLACEHOLDER_FAIR.** *Cause:* the engine ran one `generate` per request, each in its own
+thread; four Python-heavy decode loops fought for the GIL and the two cores instead of
+sharing work. *Fix* (`gemma_demo/batching.py`): requests that arrive together, or while
+the model is busy, run as one batched `generate` (prompts left-padded, media tensors
+stacked, audio features padded as the processor pads them; a streamer hands row *i*'s
+tokens to request *i*; a stopping criterion ends each row on its own). A running batch
+also takes in compatible requests that arrive after it started, when prefilling again
+costs less than they would wait: it stops, each row's tokens so far join its prompt, and
+it starts again with the newcomers. Tests check that every row gets exactly the tokens
+it gets alone, batched (text, images, audio and video of different lengths) and carried
+over. Two more costs showed up once batching worked: every token became an update that
+Gradio postprocessed and sent, holding the GIL the generating thread needed, so updates
+now leave the engine at most every 50 ms (the first at once); and token ids are decoded
+to text in the reader's thread, not the generating one. *What is left:* the four
+requests reach the server up to 150 ms apart (each client uploads its picture first),
+and the prefill is the bound: four image prefills cost four times one on two cores, and
+a request taken into a running batch also pays for prefilling its rows again. On this
+machine the slowest of four users therefore cannot see a first token much sooner than
+about 3× a lone user's. One batched `generate` called directly gives 1.8–2.4× (X1), the
+ceiling of the throughput figure. A request that cannot share a batch never waits more
+than a second behind a long answer: it then starts a batch of its own beside it.
 
-**P3 against transformers' `load_video` (borderline: passes or misses with the load).**
-Ours seeks to the keyframe before each of the 32 times and decodes forward to the exact
-frame: half a keyframe interval (25 frames) per sample on average, about 830 frames in
-all, against the 15,000 transformers decodes. The test clip decodes at 0.3–0.8 ms per
-frame, so our fixed cost per sample (seek, keyframe, RGB conversion) weighs as much as
-the decoding. *Proposed fix* (`gemma_demo/media/video.py`, `_FrameCursor.frame_at`, with
-`sample_video` passing the sampling step it gets from `_sample_times`): when the
-keyframe before a sample's time lies within that sample's slice (half a step), take the
-keyframe itself. For 32 frames of a 10-minute clip the slices are 18.75 s wide, so a
-frame up to 2 s early represents its slice as well; timestamps stay exact, as they are
-read from the frame itself. X2 measures 4–5× faster sampling of the 10-minute clip,
-which multiplies P3's transformers ratio by as much. The "frame centres" promise in
-`sample_video`'s docstring, and tests that check exact centre frames of long clips,
-would change with it.
+**P7, E2B decode on this CPU: 0.36 → 0.62 of the bandwidth limit (2.56 → 4.74 tok/s).**
+*Cause:* for one input row, torch sends a bf16 `nn.Linear` to oneDNN, whose
+matrix-vector product is compute-bound here: 10–11 GB/s of weights per core, against
+19–20 GB/s for ATen's own bf16 matrix-vector kernel on one core and 31–36 GB/s on two
+(the machine's copy bandwidth is 26–34 GB/s; a read-only stream reaches about the same).
+Matrix products are 92 % of a decode step. *Fix* (`gemma_demo/cpu_decode.py`, applied by
+`load_local_backend` on CPU): single-row linears of bf16 models run with oneDNN switched
+off. torch only has a process-wide switch, so a gate lets linears of one kind run at a
+time; a prefill in another thread never runs its linears without oneDNN (ATen's kernel
+is 2–8× slower for several rows: a 256-token prefill would take 54 s instead of 8.8 s).
+Measured interleaved on the E2B text decoder: 1.66× faster decoding (pairs 1.44–2.11),
+identical greedy tokens, no extra memory, prefill unchanged. The figure that matters
+most is still the CUDA one, which this script measures unchanged on a GPU machine.
 
-**P7, decoding E2B in bf16 on CPU (borderline, about 0.4–0.5 of the bandwidth limit).**
-Decoding reads the weights at 10–12 GB/s. Two things keep that below the
-23–30 GB/s copy bandwidth (bytes read plus written): torch's CPU bf16 matrix-vector
-product is partly compute-bound (on this AMD EPYC with avx512_bf16, a single-row
-`linear` reads 11–13 GB/s in bf16 against 15–19 GB/s in float32 on the same shapes,
-from 12288×1536 to the 262144×1536 LM head), and two cores cannot keep enough loads in
-flight for a read-only stream to match a copy (even the float32 product reaches about
-0.6 of it). Nothing in the engine can change either; float32 weights would double E2B's
-memory to 20 GB. The figure that matters is the CUDA one, which this script measures
-unchanged on a GPU machine (E2B and E4B, HBM copy bandwidth as the limit).
+**P8, long audio: 1.20× → 0.75× per second of audio.** *Cause:* `load_audio` read the
+whole file, then mixed it to mono, then resampled it, each step producing a whole-file
+array (106 MB for 10 minutes at 44.1 kHz) that no longer fits in the caches. *Fix*
+(`gemma_demo/media/audio.py`): files are read 5 s at a time, each block mixed to mono and
+fed to one `soxr.ResampleStream`, so the samples are bit-identical to one whole-file
+resample. Blocks of 30 s made a 30-second clip 20 % slower than before; 5 s cost nothing.
+The peak memory of a 75 s stereo upload fell from 43 MB to about 10 MB.
 
-**P8, long audio (borderline).** Nothing in the task is
-superlinear (cProfile: chunking, prompts and cue merging take about 1 % of the time).
-`load_audio` reads the whole file, then mixes it to mono, then resamples it, each step
-producing a whole-file array: 106 MB for 10 minutes at 44.1 kHz against 5 MB for 30 s.
-Reading, mixing and resampling each cost 15–20 % more per sample on the big arrays
-(they no longer fit in the caches, and every fresh array is page-faulted in). *Proposed
-fix* (`gemma_demo/media/audio.py`, `load_audio` / `_read_with_soundfile`): for whole
-files, read with `soundfile.blocks` 30 s at a time, mix each block to mono and feed it
-to one `soxr.ResampleStream` (quality "HQ"), then concatenate; keep the existing checks
-and `_fit_full_scale` on the result. The samples are bit-identical to today's on the
-test recordings, and X4 measures P8 at 0.7–0.9× where the code as is gives 1.0–1.2×.
-It also cuts the peak memory of an hour-long 48 kHz stereo upload from several whole-file float32 copies
-(over 1 GB) to about the size of its 16 kHz result (230 MB).
+**P1 / P2 with the tiny model: 1.07× → 1.04× and 1.33× → 1.01×.** *Cause:* per token
+the generating thread decoded text, checked a stop flag and handed text to the reader,
+which built an update for each token: about 0.3–0.5 ms per token against the tiny
+model's 4 ms. *Fix:* the batching rewrite hands token ids over (decoding happens in the
+reader's thread) and coalesces updates (see P5). Against the 133M model and any real
+Gemma 4 the engine's cost is within the noise (P1 1.00×; P2 1.01–1.11× over three runs,
+with `generate` called 1.6 ms after the engine is, in an instrumented run).
 
-**P1 / P2 with the tiny model (both borderline; expected, not a defect).**
-The engine adds fixed work per request (chat template and processor, about 1–2 ms; the worker thread) and per token
-(the streamer re-decodes the tokens since the last newline in the generating thread, a
-stop check, a hand-off to the reader thread, which builds an `Update`); about 0.3–0.5 ms
-per token in all. Against the tiny model's 4 ms per token that is 5–15 % (and the noise
-of this machine is of the same size); against the 133M model's 60–100 ms per token, and
-any real Gemma 4, it vanishes, and those rows pass. cProfile of the generating thread:
-the streamer's `put` takes about 0.27 ms per token under the profiler and the stop check
-0.07 ms; nothing dominates. P2's note gives the ratio against processor + prefill, which
-is closer to 1: half the gap to bare prefill or more is rendering the prompt, which any
-caller pays.
-Tried and not proposed: an incremental detokenizer (a two-token window, TGI/vLLM
-style); it emits every token at once, so the reader wakes more often, and no gain was
-measurable.
+**Proposed, not applied: P3 keyframe snapping (X2).** P3 passes, but its comparison with
+transformers' `load_video` sits near its bound (11–12×). Ours seeks to the keyframe
+before each of the 32 times and decodes forward to the exact frame. Taking the keyframe
+itself when it lies within the sample's slice (half a sampling step) measures 4–5× faster
+sampling of the 10-minute clip (X2); it would change `sample_video`'s promise of exact
+frame centres, so it is left for a decision.
 
-**Recommendation from X3: set `OMP_WAIT_POLICY=PASSIVE` in the app.** With libgomp's
-default spin-waiting, a tiny-model answer on this shared 2-core machine took a median
-4.0 s instead of 0.5 s with `PASSIVE` (X3; single answers 0.5–6.5 s against
-0.4–0.8 s). Every CPU user of the app on a laptop with a browser open is in that situation. *Proposed fix*: in
-`app.py` and `gemma_demo/__main__.py`, before anything imports torch,
-`os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")` (an explicit setting still wins;
-GPU runs are unaffected).
+**Applied earlier: `OMP_WAIT_POLICY=PASSIVE`.** With libgomp's default spin-waiting, a
+tiny-model answer on this shared 2-core machine took a median 4.0 s instead of 0.5 s
+(X3; single answers 0.5–6.5 s against 0.4–0.8 s). `app.py` and `gemma_demo/__main__.py`
+set it before torch is imported; an explicit setting still wins.
 
 ## Other observations
 

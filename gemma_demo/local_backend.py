@@ -1,23 +1,25 @@
-"""Run Gemma 4 in this process with transformers, streaming tokens from a worker thread.
+"""Run Gemma 4 in this process with transformers, streaming tokens to each request's reader.
 
-`generate` blocks, so it runs in a thread that feeds a `TextIteratorStreamer`. Two things
-make this safe: an exception inside `generate` ends the streamer (otherwise the reader
-would wait forever) and is re-raised to the caller; and closing the iterator (Stop, a
-closed tab) sets a flag that a `StoppingCriteria` checks after every token, so the thread
-ends within a token instead of burning the machine for nobody.
+`generate` blocks, so it runs in a worker thread that `gemma_demo.batching` owns; requests
+that arrive together share one batched call. Two things make this safe: an exception
+inside `generate` reaches every reader of its batch (otherwise they would wait forever)
+and is re-raised to each caller; and closing the iterator (Stop, a closed tab) ends its
+row within a token instead of burning the machine for nobody. Token ids are turned into
+text here, in the reader's thread, so the generating thread does as little as possible
+per token.
 """
 
 from __future__ import annotations
 
-import threading
+import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from gemma_demo.batching import END, Batch, BatchScheduler, Request, next_tokens, run_generate
 from gemma_demo.engine import Message, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.errors import GenerationError, InvalidInputError
 from gemma_demo.media.audio import padded_for_model
@@ -26,30 +28,42 @@ from gemma_demo.registry import ModelCapabilities
 from gemma_demo.settings import GenerationSettings
 
 JOIN_TIMEOUT_S = 30.0
+# Updates go out at most this often (the first at once, the last at the end). A fast model
+# makes hundreds of tokens a second; passing each one on costs every layer above (task
+# parsing, Gradio's postprocessing, a message to the browser) GIL time that the generating
+# thread needs, and a screen shows no more than about 20 updates a second anyway.
+UPDATE_INTERVAL_S = 0.05
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
-class _StopOnEvent(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
+class _TextDecoder:
+    """Text of the token ids so far, never taking back what it has already given.
 
-    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+    Tokens arrive in chunks whose size depends on timing, so the text must not. Decoding
+    is a pure function of the ids except at the end: a run of byte tokens (`<0xE2>`, as
+    Gemma spells characters outside its vocabulary) is decoded together, and one more byte
+    can turn what looked complete into something else. So the text given out stops before
+    a trailing run of byte tokens, until a token that ends the run (or the answer) arrives.
+    """
+
+    def __init__(self, tokenizer, byte_ids: frozenset[int]):
+        self.tokenizer = tokenizer
+        self.byte_ids = byte_ids
+        self.ids: list[int] = []
+        self.sent = 0
+
+    def add(self, ids: list[int], last: bool = False) -> str:
+        self.ids += ids
+        settled = len(self.ids)
+        while not last and settled and self.ids[settled - 1] in self.byte_ids:
+            settled -= 1
+        text = self.tokenizer.decode(self.ids[:settled], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        new, self.sent = text[self.sent :], len(text)
+        return new
 
 
-class _CountingStreamer(TextIteratorStreamer):
-    """Counts generated tokens and notes when the first one arrived."""
-
-    def __init__(self, tokenizer, **kwargs):
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=False, **kwargs)
-        self.new_tokens = 0
-        self.first_token_at: float | None = None
-
-    def put(self, value) -> None:
-        if not (self.skip_prompt and self.next_tokens_are_prompt):
-            self.new_tokens += int(value.numel())
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-        super().put(value)
+def byte_token_ids(tokenizer) -> frozenset[int]:
+    return frozenset(i for token, i in tokenizer.get_vocab().items() if BYTE_TOKEN.fullmatch(token))
 
 
 def build_inputs(processor, messages: list[Message], settings: GenerationSettings):
@@ -104,31 +118,31 @@ class LocalBackend:
     processor: Any
     capabilities: ModelCapabilities
     memory_bytes: int
+    scheduler: BatchScheduler = field(init=False, repr=False)
+    byte_ids: frozenset[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = BatchScheduler(self.name, self._generate)
+        self.byte_ids = byte_token_ids(self.processor.tokenizer)
 
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
         check_capabilities(messages, self.capabilities, self.name)
         messages = with_system_prompt(messages, settings)
         started = time.perf_counter()
-        inputs = build_inputs(self.processor, messages, settings).to(self.model.device)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        self._check_context(prompt_tokens, settings)
-        streamer = _CountingStreamer(self.processor.tokenizer)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        worker = threading.Thread(
-            target=self._generate,
-            args=(inputs, settings, streamer, stop, errors),
-            name=f"generate-{self.name}",
-            daemon=True,
-        )
-        worker.start()
+        with self.scheduler.arriving() as submit:
+            inputs = build_inputs(self.processor, messages, settings)
+            prompt_tokens = int(inputs["input_ids"].shape[1])
+            self._check_context(prompt_tokens, settings)
+            request = Request(inputs, _generation_kwargs(settings), settings.max_new_tokens, self._end_ids())
+            submit(request)
+        decoder = _TextDecoder(self.processor.tokenizer, self.byte_ids)
         raw = ""
 
         def update(done: bool) -> Update:
-            first = streamer.first_token_at
+            first = request.first_token_at
             stats = Stats(
                 prompt_tokens=prompt_tokens,
-                new_tokens=streamer.new_tokens,
+                new_tokens=request.new_tokens,
                 time_to_first_token=None if first is None else first - started,
                 elapsed=time.perf_counter() - started,
                 model_memory_bytes=self.memory_bytes,
@@ -136,18 +150,31 @@ class LocalBackend:
             split = split_reasoning(raw)
             return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done)
 
+        sent_at = -UPDATE_INTERVAL_S
         try:
-            for chunk in streamer:
+            while True:
+                items = next_tokens(request, self.scheduler, sent_at + UPDATE_INTERVAL_S)
+                ids = [item for item in items if isinstance(item, int)]
+                chunk = decoder.add(ids, last=items[-1] is END)
                 if chunk:
                     raw += chunk
-                    yield update(False)
-            worker.join(JOIN_TIMEOUT_S)
-            if errors:
-                raise _as_generation_error(errors[0])
+                    if items[-1] is not END:
+                        sent_at = time.monotonic()
+                        yield update(False)
+                last = items[-1]
+                if isinstance(last, BaseException):
+                    _release(request)
+                    raise _as_generation_error(last)
+                if last is END:
+                    break
+            _release(request)
             yield update(True)
         finally:
-            stop.set()
-            worker.join(JOIN_TIMEOUT_S)
+            _release(request)
+
+    def _end_ids(self) -> frozenset[int]:
+        ids = self.model.generation_config.eos_token_id
+        return frozenset([ids] if isinstance(ids, int) else ids or ())
 
     def _check_context(self, prompt_tokens: int, settings: GenerationSettings) -> None:
         limit = self.capabilities.context_tokens
@@ -158,19 +185,16 @@ class LocalBackend:
                 "image budget or the number of video frames, or ask for fewer new tokens."
             )
 
-    def _generate(self, inputs, settings, streamer, stop, errors) -> None:
-        try:
-            with torch.inference_mode():
-                self.model.generate(
-                    **inputs,
-                    max_new_tokens=settings.max_new_tokens,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]),
-                    **_generation_kwargs(settings),
-                )
-        except BaseException as error:  # noqa: BLE001 - re-raised in the reader's thread
-            errors.append(error)
-            streamer.end()
+    def _generate(self, batch: Batch, take_more: Callable[[Batch], bool]) -> None:
+        run_generate(self.model, batch, self.processor.tokenizer.pad_token_id, take_more)
+
+
+def _release(request: Request) -> None:
+    """Stop the request's row; once its whole batch is over, wait for its thread to end."""
+    request.stop.set()
+    batch = request.batch
+    if batch is not None and batch.over() and batch.thread is not None:
+        batch.thread.join(JOIN_TIMEOUT_S)
 
 
 def _as_generation_error(error: BaseException) -> GenerationError:

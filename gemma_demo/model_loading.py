@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from gemma_demo.cpu_decode import speed_up_cpu_decoding
 from gemma_demo.errors import ModelUnavailableError
 from gemma_demo.load_options import LoadOptions
 from gemma_demo.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
@@ -90,6 +91,9 @@ def load_local_backend(name: str, options: LoadOptions):
     except Exception as error:  # noqa: BLE001 - every loading failure becomes one clear message
         raise _unavailable(name, source, error) from error
     model.eval()
+    if device == "cpu":
+        if switched := speed_up_cpu_decoding(model):
+            log.info("%d bf16 linear layers use the single-row CPU fast path", switched)
     memory = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     return LocalBackend(
         name=name,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from audio_factory import (
     AMPLITUDE,
     RATE,
@@ -21,6 +23,7 @@ from audio_factory import (
 )
 
 from gemma_demo.errors import InvalidInputError
+from gemma_demo.media import audio
 from gemma_demo.media.audio import (
     SAMPLE_RATE,
     is_silent,
@@ -246,6 +249,13 @@ def test_samples_past_the_window_are_not_read(tmp_path):
     assert_tone(load_audio(path, max_seconds=2.0), 2.0)
 
 
+def test_invalid_samples_in_a_later_block_are_rejected(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "READ_BLOCK_SECONDS", 1)
+    path = write_audio(tmp_path / "spoiled_tail.wav", _spoiled_tail(4.0), RATE, subtype="FLOAT")
+    with pytest.raises(InvalidInputError, match="NaN"):
+        load_audio(path)
+
+
 def test_ffmpeg_fallback_stops_decoding_after_the_window(tmp_path):
     path = tmp_path / "streamed_spoiled_tail.wav"
     path.write_bytes(_claim_data_size(_wav_bytes(_spoiled_tail(4.0), "FLOAT"), 0))
@@ -308,3 +318,48 @@ def test_ffmpeg_window_matches_the_full_decode(tmp_path, name):
         first = round(start * RATE)
         assert len(window) == RATE
         np.testing.assert_allclose(window, full[first : first + RATE], atol=1e-3)
+
+
+LONG_RATE = 44_100
+
+
+@pytest.fixture(scope="module")
+def long_stereo(tmp_path_factory):
+    """75 s of 44.1 kHz stereo noise: longer than two read blocks, so block edges fall inside."""
+    noise = np.random.default_rng(0).uniform(-AMPLITUDE, AMPLITUDE, (75 * LONG_RATE, 2))
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    return write_audio(path, noise.astype(np.float32), LONG_RATE, subtype="FLOAT")
+
+
+def _whole_array_load(path, start: float, max_seconds: float | None) -> np.ndarray:
+    """What load_audio did before reading files in blocks: one `soxr.resample` of the mixed window."""
+    frames, rate = sf.read(path, dtype="float32", always_2d=True)
+    first = round(start * rate)
+    last = None if max_seconds is None else first + round(max_seconds * rate)
+    mono = frames[first:last].mean(axis=1, dtype=np.float32)
+    resampled = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    return resampled if max_seconds is None else resampled[: round(max_seconds * SAMPLE_RATE)]
+
+
+@pytest.mark.parametrize(
+    ("start", "max_seconds"), [(0.0, None), (20.0, None), (10.3, 40.0), (44.7, 5.0)]
+)
+def test_blockwise_reading_gives_the_whole_array_samples(long_stereo, start, max_seconds):
+    expected = _whole_array_load(long_stereo, start, max_seconds)
+    samples = load_audio(long_stereo, max_seconds, start)
+    np.testing.assert_allclose(samples, expected, rtol=0, atol=1e-6)
+
+
+def test_reading_a_file_never_holds_it_whole(long_stereo, monkeypatch):
+    """With small blocks the peak is about the 16 kHz result twice (pieces and their join).
+
+    The whole-array path held the file as float32 stereo, then mono: over eight times the result.
+    """
+    monkeypatch.setattr(audio, "READ_BLOCK_SECONDS", 1)
+    tracemalloc.start()
+    try:
+        samples = load_audio(long_stereo)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * samples.nbytes

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from transformers.video_utils import VideoMetadata
 
 from gemma_demo.engine import last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError
-from gemma_demo.local_backend import build_inputs
+from gemma_demo.local_backend import UPDATE_INTERVAL_S, build_inputs
 from gemma_demo.model_cache import ModelCache
 from gemma_demo.settings import GenerationSettings
 
@@ -141,3 +142,54 @@ def test_thinking_and_system_prompt_reach_the_prompt(tiny_backend):
     messages = with_system_prompt(PROMPTS["text"](), settings)
     prompt = tiny_backend.processor.decode(build_inputs(tiny_backend.processor, messages, settings)["input_ids"][0])
     assert prompt.startswith("<bos><|turn>system\n<|think|>\nAnswer in French.<turn|>")
+
+
+def test_a_fast_stream_is_sent_at_screen_rate(tiny_backend):
+    settings = GenerationSettings(max_new_tokens=200)
+    updates = list(tiny_backend.stream(PROMPTS["text"](), settings))
+    final = updates[-1]
+    assert updates[0].stats.new_tokens <= 2, "the first text waited for more"
+    elapsed = final.stats.elapsed
+    assert len(updates) <= elapsed / UPDATE_INTERVAL_S + 3 < final.stats.new_tokens
+    assert final.answer.startswith(updates[-2].answer)
+
+
+def test_a_slow_stream_passes_each_token_on_at_once(tiny_backend, monkeypatch):
+    gap = 3 * UPDATE_INTERVAL_S
+    made_at: list[float] = []
+
+    def slow_generate(**kwargs):
+        streamer = kwargs["streamer"]
+        streamer.put(kwargs["input_ids"])
+        for token in (300, 301, 302, 303):
+            time.sleep(gap)
+            made_at.append(time.monotonic())
+            streamer.put(torch.tensor([token]))
+        streamer.end()
+
+    monkeypatch.setattr(tiny_backend.model, "generate", slow_generate)
+    seen_at, updates = [], []
+    for update in tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=8)):
+        seen_at.append((update.stats.new_tokens, time.monotonic()))
+        updates.append(update)
+    assert [count for count, _ in seen_at] == [1, 2, 3, 4] and updates[-1].done
+    assert max(seen - made for (_, seen), made in zip(seen_at, made_at)) < UPDATE_INTERVAL_S
+
+
+def test_streamed_text_does_not_depend_on_how_tokens_were_chunked(tiny_backend):
+    """Byte tokens decode together, so one more can rewrite what came before; the stream waits for them."""
+    from gemma_demo.local_backend import _TextDecoder
+
+    tokenizer = tiny_backend.processor.tokenizer
+    euro = tokenizer.convert_tokens_to_ids(["<0xE2>", "<0x82>", "<0xAC>"])
+    words = tokenizer.encode(" price in a shop", add_special_tokens=False)
+    ids = words[:2] + euro + words[2:] + [euro[0], 7, euro[1]] + words + euro
+    expected = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert "€" in expected
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        cuts = sorted(rng.choice(np.arange(1, len(ids)), size=rng.integers(1, len(ids) - 1), replace=False))
+        chunks = [list(chunk) for chunk in np.split(np.array(ids), cuts)]
+        decoder = _TextDecoder(tokenizer, tiny_backend.byte_ids)
+        text = "".join(decoder.add([int(i) for i in chunk], last=n == len(chunks) - 1) for n, chunk in enumerate(chunks))
+        assert text == expected

@@ -8,7 +8,7 @@ a channel count or an integer sample.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import av
@@ -24,6 +24,10 @@ SILENCE_THRESHOLD_DB = -50.0
 SILENCE_FRAME_SECONDS = 0.03
 LOG_FLOOR = 1e-12
 SEEK_PREROLL_SECONDS = 0.5
+# Files are mixed and resampled this much at a time: a block stays cache-sized (1.8 MB at
+# 44.1 kHz stereo) where a whole ten-minute file would be 106 MB per intermediate. 30 s blocks
+# made a 30-second clip about 20 % slower than reading it whole; 5 s blocks cost nothing extra.
+READ_BLOCK_SECONDS = 5
 # Gemma 4's audio encoder needs a few feature frames: a shorter clip (a click, the last
 # milliseconds of a long recording) fails inside the model unless padded with silence.
 MIN_MODEL_SECONDS = 0.05
@@ -43,20 +47,37 @@ def load_audio(
         raise ValueError("start must be >= 0 and max_seconds > 0")
     if isinstance(source, tuple):
         rate, frames = _window_of_array(source, start, max_seconds)
+        mono = _resample_blocks(rate, [frames])
     else:
-        rate, frames = _read_file(Path(source), start, max_seconds)
-    mono = _mix_to_mono(frames)
+        mono = _resample_file(Path(source), start, max_seconds)
     if mono.size == 0:
         raise InvalidInputError("The audio is empty — record or upload a clip with sound in it.")
-    if not np.all(np.isfinite(mono)):
-        raise InvalidInputError(
-            "The audio contains invalid samples (NaN or infinity) — re-export it and try again."
-        )
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     if max_seconds is not None:
         mono = mono[: round(max_seconds * SAMPLE_RATE)]
     return _fit_full_scale(mono)
+
+
+def _resample_blocks(rate: int, blocks: Iterable[np.ndarray]) -> np.ndarray:
+    """Mix each block to mono and resample it through one stream, then join the results.
+
+    Whole-file intermediates (106 MB for ten minutes at 44.1 kHz) cost 15-20 % more per
+    sample than cache-sized blocks; one `ResampleStream` keeps the filter state across
+    blocks, so the samples equal those of a single `soxr.resample` over the whole file.
+    """
+    resampler = None
+    if rate != SAMPLE_RATE:
+        resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    pieces = []
+    for block in blocks:
+        mono = _mix_to_mono(block)
+        if not np.all(np.isfinite(mono)):
+            raise InvalidInputError(
+                "The audio contains invalid samples (NaN or infinity) — re-export it and try again."
+            )
+        pieces.append(mono if resampler is None else resampler.resample_chunk(mono))
+    if resampler is not None:
+        pieces.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
 def _window_of_array(
@@ -91,8 +112,8 @@ def _to_float(array: np.ndarray) -> np.ndarray:
     )
 
 
-def _read_file(path: Path, start: float, max_seconds: float | None) -> tuple[int, np.ndarray]:
-    """Try libsndfile first (exact, seekable) and fall back to FFmpeg via PyAV.
+def _resample_file(path: Path, start: float, max_seconds: float | None) -> np.ndarray:
+    """Try libsndfile first (exact, seekable, block by block), then fall back to FFmpeg via PyAV.
 
     libsndfile reads a WAV whose header says "0 bytes" (an unfinished
     recording) as empty, so an empty result also goes to PyAV.
@@ -102,27 +123,38 @@ def _read_file(path: Path, start: float, max_seconds: float | None) -> tuple[int
     if path.stat().st_size == 0:
         raise InvalidInputError(f"The audio file {path.name!r} is empty (0 bytes) — upload it again.")
     try:
-        rate, frames = _read_with_soundfile(path, start, max_seconds)
-        if frames.size:
-            return rate, frames
+        with sf.SoundFile(path) as audio:
+            mono = _resample_blocks(audio.samplerate, _soundfile_blocks(audio, start, max_seconds))
+        if mono.size:
+            return mono
     except sf.SoundFileError:
         pass
     try:
-        return _read_with_pyav(path, start, max_seconds)
+        rate, frames = _read_with_pyav(path, start, max_seconds)
     except av.FFmpegError as error:
         raise InvalidInputError(
             f"{path.name!r} is not an audio file that can be decoded — "
             "upload a WAV, MP3, FLAC, OGG or M4A file."
         ) from error
+    return _resample_blocks(rate, [frames])
 
 
-def _read_with_soundfile(
-    path: Path, start: float, max_seconds: float | None
-) -> tuple[int, np.ndarray]:
-    with sf.SoundFile(path) as audio:
-        audio.seek(min(round(start * audio.samplerate), audio.frames))
-        count = -1 if max_seconds is None else round(max_seconds * audio.samplerate)
-        return audio.samplerate, audio.read(count, dtype="float32", always_2d=True)
+def _soundfile_blocks(
+    audio: sf.SoundFile, start: float, max_seconds: float | None
+) -> Iterator[np.ndarray]:
+    """The window as (frames, channels) blocks of READ_BLOCK_SECONDS each.
+
+    A truncated file's header can promise more frames than there are, so an empty read ends it.
+    """
+    audio.seek(min(round(start * audio.samplerate), audio.frames))
+    left = audio.frames if max_seconds is None else round(max_seconds * audio.samplerate)
+    size = READ_BLOCK_SECONDS * audio.samplerate
+    while left > 0:
+        block = audio.read(min(size, left), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            return
+        left -= len(block)
+        yield block
 
 
 def _read_with_pyav(
@@ -172,7 +204,7 @@ def _mix_to_mono(frames: np.ndarray) -> np.ndarray:
 
 def _fit_full_scale(samples: np.ndarray) -> np.ndarray:
     """Scale down rather than clip when a float source exceeds full scale."""
-    peak = float(np.max(np.abs(samples)))
+    peak = max(float(samples.max()), -float(samples.min()))
     if peak > 1.0:
         samples = samples / peak
     return np.ascontiguousarray(samples, dtype=np.float32)

@@ -1,0 +1,82 @@
+"""Faster one-token decoding of bf16 models on the CPU.
+
+For a single input row, torch sends a bf16 `nn.Linear` to oneDNN, whose matrix-vector
+product is compute-bound here: 10-11 GB/s of weights on one core of the AMD EPYC this
+was measured on (torch 2.14.1). ATen's own bf16 matrix-vector kernel, which torch uses
+when oneDNN is switched off, reads the same weights at 19-20 GB/s on one core and
+31-36 GB/s on two (the machine's copy bandwidth is about 26-33 GB/s). With it the
+E2B text decoder decodes 1.4-2.1x faster; outputs differ only by bf16 rounding.
+
+oneDNN stays on for everything else: for several rows (prefill, batched decode) ATen's
+kernel is 2-8x slower (a 256-token E2B prefill took 54 s instead of 8.8 s), and
+convolutions need it. torch has only a process-wide switch, so a gate lets linears of one
+kind run at a time: single-row ones with oneDNN off, the others with it on. A prefill in
+another thread (two batches at once) therefore never runs its linears at the slow speed;
+it waits at most for one matrix-vector product.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _OneDnnGate:
+    """Linears of one kind at a time; oneDNN is off exactly while single-row ones run."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._single_row = False
+        self._inside = 0
+
+    @contextmanager
+    def open(self, single_row: bool) -> Iterator[None]:
+        with self._changed:
+            while self._inside and self._single_row != single_row:
+                self._changed.wait()
+            if not self._inside and single_row:
+                torch._C._set_mkldnn_enabled(False)
+            self._single_row = single_row
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._inside -= 1
+                if not self._inside:
+                    if self._single_row:
+                        torch._C._set_mkldnn_enabled(True)
+                    self._changed.notify_all()
+
+
+_gate = _OneDnnGate()
+
+
+class _SingleRowGemvLinear(nn.Linear):
+    """An `nn.Linear` that runs one input row through ATen's matrix-vector kernel."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        with _gate.open(single_row=input.numel() == self.in_features):
+            return F.linear(input, self.weight, self.bias)
+
+
+def speed_up_cpu_decoding(model: nn.Module) -> int:
+    """Switch the bf16 CPU linears of `model` to the single-row fast path; returns how many.
+
+    Weights are not touched or copied. Does nothing where oneDNN is off or unavailable.
+    """
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return 0
+    switched = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (type(module) is nn.Linear and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+                and not hasattr(module, "_hf_hook")):
+            module.__class__ = _SingleRowGemvLinear
+            switched += 1
+    return switched

@@ -1,0 +1,262 @@
+"""Requests that arrive together share one `generate`; each row still gets exactly its own answer."""
+
+import gc
+import threading
+import time
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gemma_demo import batching, local_backend
+from gemma_demo.batching import END, Batch, Request, merge_inputs, run_generate
+from gemma_demo.engine import last_update
+from gemma_demo.errors import GenerationError
+from gemma_demo.local_backend import _generation_kwargs, build_inputs
+from gemma_demo.settings import GenerationSettings
+
+GREEDY = GenerationSettings(max_new_tokens=10)
+
+
+def text(prompt: str):
+    return [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+
+
+def picture(color: str, prompt: str = "Describe."):
+    image = Image.new("RGB", (320, 200), color)
+    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+
+
+def sound(seconds: float):
+    samples = np.sin(np.arange(round(16_000 * seconds)) / 5).astype(np.float32)
+    return [{"role": "user", "content": [{"type": "audio", "audio": samples}, {"type": "text", "text": "Transcribe."}]}]
+
+
+def clip(frames: int):
+    """A clip of `frames` flat frames, one per second, in the shape `sample_video` returns."""
+    from transformers.video_utils import VideoMetadata
+
+    class Clip:
+        def __init__(self):
+            self.frames = [np.full((48, 64, 3), 60 * i, np.uint8) for i in range(frames)]
+
+        def metadata(self):
+            return VideoMetadata(total_num_frames=25 * frames, fps=25.0, width=64, height=48,
+                                 duration=float(frames), frames_indices=[25 * i for i in range(frames)])
+
+    return [{"role": "user", "content": [{"type": "video", "video": Clip()}, {"type": "text", "text": "What happens?"}]}]
+
+
+def request(backend, messages, settings=GREEDY) -> Request:
+    inputs = build_inputs(backend.processor, messages, settings)
+    return Request(inputs, _generation_kwargs(settings), settings.max_new_tokens, backend._end_ids())
+
+
+def received(req: Request) -> list[int]:
+    ids = []
+    while (item := req.tokens.get(timeout=5)) is not END:
+        assert not isinstance(item, BaseException), item
+        ids.append(item)
+    return ids
+
+
+def generated(backend, requests: list[Request]) -> list[list[int]]:
+    run_generate(backend.model, Batch(requests), backend.processor.tokenizer.pad_token_id)
+    return [received(r) for r in requests]
+
+
+def alone(backend, messages, settings=GREEDY) -> list[int]:
+    return generated(backend, [request(backend, messages, settings)])[0]
+
+
+@pytest.mark.parametrize("prompts", [
+    [text("Hi."), text("Tell me a long story about a cat and a dog."), text("Count to three, please.")],
+    [picture("red"), picture("navy", "What colour is this picture, in one word?")],
+    [sound(1.0), sound(2.3), sound(0.4)],
+    [clip(2), clip(4)],
+], ids=["text", "image", "audio of different lengths", "videos of different lengths"])
+def test_a_batch_gives_each_row_what_it_gets_alone(tiny_backend, prompts):
+    expected = [alone(tiny_backend, p) for p in prompts]
+    together = generated(tiny_backend, [request(tiny_backend, p) for p in prompts])
+    assert together == expected
+    assert all(len(ids) > 0 for ids in together)
+
+
+def test_each_row_stops_at_its_own_token_budget(tiny_backend):
+    short, long = GenerationSettings(max_new_tokens=3), GenerationSettings(max_new_tokens=12)
+    expected = alone(tiny_backend, text("Tell me a story."), long)
+    rows = generated(tiny_backend, [request(tiny_backend, text("Hi."), short),
+                                    request(tiny_backend, text("Tell me a story."), long)])
+    assert len(rows[0]) <= 3
+    assert rows[1] == expected
+
+
+def test_merged_prompts_are_left_padded_and_media_concatenated(tiny_backend):
+    parts = [build_inputs(tiny_backend.processor, picture(c, p), GREEDY)
+             for c, p in (("red", "Hi."), ("blue", "A much longer question about the picture."))]
+    merged = merge_inputs(parts, pad_token_id=0)
+    short, long = (p["input_ids"].shape[1] for p in parts)
+    assert merged["input_ids"].shape == (2, long)
+    assert merged["attention_mask"][0, : long - short].sum() == 0
+    assert torch.equal(merged["input_ids"][0, long - short:], parts[0]["input_ids"][0])
+    assert torch.equal(merged["pixel_values"], torch.cat([p["pixel_values"] for p in parts]))
+
+
+def test_only_compatible_requests_share_a_batch(tiny_backend):
+    key = lambda messages, settings=GREEDY: request(tiny_backend, messages, settings).batch_key
+    assert key(picture("red")) == key(picture("blue", "Another question, longer than the first."))
+    assert key(text("Hi.")) == key(text("Something else entirely."))
+    assert key(picture("red")) != key(picture("red"), GenerationSettings(max_new_tokens=10, image_budget=70))
+    assert key(text("Hi.")) != key(text("Hi."), GenerationSettings(max_new_tokens=10, sampling=True))
+    assert key(sound(1.0)) == key(sound(2.0))
+    assert key(text("Hi.")) != key(picture("red"))
+
+
+@pytest.fixture
+def recorded_batches(tiny_backend, monkeypatch):
+    """The batch sizes `generate` is called with; the first call waits until `release` is set."""
+    sizes: list[int] = []
+    release = threading.Event()
+    real = tiny_backend.model.generate
+
+    def generate(**kwargs):
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+        if len(sizes) == 1:
+            release.wait(10)
+        return real(**kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "generate", generate)
+    return sizes, release
+
+
+def in_threads(backend, prompts, settings=GREEDY):
+    results: list = [None] * len(prompts)
+
+    def ask(i):
+        results[i] = last_update(backend.stream(prompts[i], settings))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+    return threads, results
+
+
+def test_requests_arriving_while_the_model_is_busy_join_one_batch(tiny_backend, recorded_batches):
+    sizes, release = recorded_batches
+    threads, results = in_threads(tiny_backend, [text(f"Question {i}.") for i in range(4)])
+    threads[0].start()
+    wait_for(lambda: len(sizes) == 1)
+    for thread in threads[1:]:
+        thread.start()
+    wait_for(lambda: len(tiny_backend.scheduler._waiting) == 3)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert sizes[0] == 1 and sizes[1:] in ([3], [4]), sizes  # 4: the first one was carried over with them
+    assert all(r is not None and r.done and r.stats.new_tokens > 0 for r in results)
+
+
+@pytest.fixture
+def endless(tiny_backend, monkeypatch):
+    """Answers never end early (end of turn suppressed), and each `generate` call's batch size is recorded."""
+    sizes: list[int] = []
+    real = tiny_backend.model.generate
+
+    def generate(**kwargs):
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+        return real(**kwargs, suppress_tokens=sorted(tiny_backend._end_ids()))
+
+    monkeypatch.setattr(tiny_backend.model, "generate", generate)
+    return sizes
+
+
+def test_a_running_batch_takes_in_a_request_that_arrives_later(tiny_backend, endless):
+    long, short = GenerationSettings(max_new_tokens=120), GenerationSettings(max_new_tokens=20)
+    expected = [last_update(tiny_backend.stream(text(p), s)).answer for p, s in (("Long.", long), ("Short.", short))]
+    endless.clear()
+    first = tiny_backend.stream(text("Long."), long)
+    next(first)
+    second = last_update(tiny_backend.stream(text("Short."), short))
+    rest = last_update(first)
+    assert endless == [1, 2], "the second request did not join the running batch"
+    assert [rest.answer, second.answer] == expected
+    assert rest.stats.new_tokens == 120 and second.stats.new_tokens == 20
+
+
+def test_a_request_does_not_wait_behind_a_long_answer(tiny_backend, recorded_batches, monkeypatch):
+    monkeypatch.setattr(batching, "QUEUE_PATIENCE_S", 0.2)
+    sizes, release = recorded_batches
+    threads, results = in_threads(tiny_backend, [text("Long."), text("Short.")])
+    threads[0].start()
+    wait_for(lambda: len(sizes) == 1)
+    threads[1].start()
+    threads[1].join(10)
+    assert results[1] is not None and results[1].done, "the second request waited for the first"
+    assert sizes == [1, 1] and results[0] is None
+    release.set()
+    threads[0].join(30)
+    assert results[0].done
+
+
+def test_closing_one_row_leaves_the_others_running(tiny_backend):
+    settings = GenerationSettings(max_new_tokens=40)
+    # Suppressing the end of turn makes both rows run to their budget, so the batch outlives the closed row.
+    settings_kwargs = {**_generation_kwargs(settings), "suppress_tokens": sorted(tiny_backend._end_ids())}
+    rows = [Request(build_inputs(tiny_backend.processor, text(p), settings), settings_kwargs, 40,
+                    tiny_backend._end_ids()) for p in ("One.", "Two.")]
+    worker = threading.Thread(target=run_generate, args=(tiny_backend.model, Batch(rows), 0))
+    worker.start()
+    rows[0].tokens.get(timeout=10)
+    rows[0].stop.set()
+    worker.join(30)
+    assert rows[0].new_tokens < 40
+    assert rows[1].new_tokens == 40
+
+
+def test_an_error_in_a_batch_reaches_every_reader(tiny_backend, monkeypatch):
+    monkeypatch.setattr(batching, "GATHER_S", 1.0)
+
+    def broken(**kwargs):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(tiny_backend.model, "generate", broken)
+    errors = []
+
+    def ask(prompt):
+        try:
+            last_update(tiny_backend.stream(text(prompt), GREEDY))
+        except GenerationError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=ask, args=(f"Q{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(errors) == 3 and all("device-side assert" in e for e in errors)
+    assert not [t for t in threading.enumerate() if t.name.startswith("generate-")]
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_finished_request_is_freed_at_once_not_at_the_next_full_collection(tiny_backend, monkeypatch):
+    """Its prompt tensors (pictures, audio, video frames) must not wait for the cycle collector."""
+    made: list[Request] = []
+
+    def keep(*args, **kwargs):
+        made.append(Request(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(local_backend, "Request", keep)
+    gc.disable()
+    try:
+        last_update(tiny_backend.stream(picture("red"), GREEDY))
+        freed = weakref.ref(made.pop())
+        assert freed() is None
+    finally:
+        gc.enable()
