@@ -150,17 +150,18 @@ class LocalBackend:
             split = split_reasoning(raw)
             return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done)
 
-        sent_at = -UPDATE_INTERVAL_S
+        sent_at, begun = -UPDATE_INTERVAL_S, False
         try:
             while True:
                 items = next_tokens(request, self.scheduler, sent_at + UPDATE_INTERVAL_S)
                 ids = [item for item in items if isinstance(item, int)]
                 chunk = decoder.add(ids, last=items[-1] is END)
-                if chunk:
-                    raw += chunk
-                    if items[-1] is not END:
-                        sent_at = time.monotonic()
-                        yield update(False)
+                raw += chunk
+                # The first update goes out with the first token even when it brings no text
+                # yet (a character spelled in byte tokens): it tells the caller the answer began.
+                if (chunk or not begun) and ids and items[-1] is not END:
+                    sent_at, begun = time.monotonic(), True
+                    yield update(False)
                 last = items[-1]
                 if isinstance(last, BaseException):
                     _release(request)

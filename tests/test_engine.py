@@ -193,3 +193,21 @@ def test_streamed_text_does_not_depend_on_how_tokens_were_chunked(tiny_backend):
         decoder = _TextDecoder(tokenizer, tiny_backend.byte_ids)
         text = "".join(decoder.add([int(i) for i in chunk], last=n == len(chunks) - 1) for n, chunk in enumerate(chunks))
         assert text == expected
+
+
+def test_the_first_token_is_announced_even_before_it_makes_text(tiny_backend, monkeypatch):
+    euro = tiny_backend.processor.tokenizer.convert_tokens_to_ids(["<0xE2>", "<0x82>", "<0xAC>"])
+
+    def bytes_first(**kwargs):
+        streamer = kwargs["streamer"]
+        streamer.put(kwargs["input_ids"])
+        for token in euro:
+            streamer.put(torch.tensor([token]))
+            time.sleep(2 * UPDATE_INTERVAL_S)
+        streamer.end()
+
+    monkeypatch.setattr(tiny_backend.model, "generate", bytes_first)
+    updates = list(tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=8)))
+    assert (updates[0].stats.new_tokens, updates[0].answer) == (1, "")
+    assert updates[-1].done and updates[-1].answer == "€"
+    assert all(u.answer in ("", "€") for u in updates)
