@@ -170,13 +170,18 @@ def endless(tiny_backend, monkeypatch):
     return sizes
 
 
-def test_a_running_batch_takes_in_a_request_that_arrives_later(tiny_backend, endless):
+@pytest.mark.parametrize("prompts", [
+    (text("Long."), text("Short.")),
+    (picture("red"), picture("navy", "What colour is this?")),
+    (sound(1.0), sound(2.3)),
+], ids=["text", "image", "audio"])
+def test_a_running_batch_takes_in_a_request_that_arrives_later(tiny_backend, endless, prompts):
     long, short = GenerationSettings(max_new_tokens=120), GenerationSettings(max_new_tokens=20)
-    expected = [last_update(tiny_backend.stream(text(p), s)).answer for p, s in (("Long.", long), ("Short.", short))]
+    expected = [last_update(tiny_backend.stream(p, s)).answer for p, s in zip(prompts, (long, short))]
     endless.clear()
-    first = tiny_backend.stream(text("Long."), long)
+    first = tiny_backend.stream(prompts[0], long)
     next(first)
-    second = last_update(tiny_backend.stream(text("Short."), short))
+    second = last_update(tiny_backend.stream(prompts[1], short))
     rest = last_update(first)
     assert endless == [1, 2], "the second request did not join the running batch"
     assert [rest.answer, second.answer] == expected
