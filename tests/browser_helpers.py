@@ -6,7 +6,6 @@ Kept apart from `test_browser.py` so the tests read as what a person does on the
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from app_helpers import free_port
 from gemma_demo.app_config import AppConfig
 from gemma_demo.engine import Message, Stats, Update
 from gemma_demo.load_options import LoadOptions
@@ -137,12 +137,6 @@ def prompt_text(messages: list[Message]) -> str:
         part["text"] for content in parts for part in (content if isinstance(content, list) else [])
         if part.get("type") == "text"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def serve(model: str, load: LoadOptions, cache: ModelCache):

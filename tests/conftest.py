@@ -29,3 +29,20 @@ def tiny_options(tiny_root) -> LoadOptions:
 def tiny_backend(tiny_options):
     """The tiny E2B-like model, loaded once for the whole session."""
     return ModelCache().get("tiny", tiny_options)
+
+
+@pytest.fixture(scope="module")
+def app(tiny_options):
+    """The app on the tiny model, one per test module; modules that need another kind override it."""
+    from app_helpers import serve
+
+    demo = serve(tiny_options)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app.local_url, verbose=False)

@@ -8,9 +8,6 @@ can be watched directly.
 from __future__ import annotations
 
 import importlib.util
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,9 +16,10 @@ from gradio_client import Client, handle_file
 from gradio.utils import get_function_description
 from gradio_client.exceptions import AppError
 
+from app_helpers import generating, serve, wait_until
 from gemma_demo.app_config import AppConfig
 from gemma_demo.model_cache import ModelCache
-from gemma_demo.server import gpu, launch
+from gemma_demo.server import gpu
 from gemma_demo.ui import build_demo, follow_audio_capability
 from gemma_demo.ui_handlers import APP_TEMP_DIR
 
@@ -30,32 +28,6 @@ TINY_TOKENS = 8
 ENDPOINTS = {"/detect", "/point", "/caption", "/ocr", "/html", "/transcribe", "/translate", "/ask_audio", "/video"}
 USER, PASSWORD = "ada", "correct-horse"
 CANCEL_TOKENS = 4000  # ~30 s on the tiny model: long enough that only Stop can end it early
-STOP_WAIT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def serve(tiny_options, **config):
-    settings = AppConfig(model="tiny", load=tiny_options, port=free_port(), **config)
-    return launch(settings, ModelCache(), prevent_thread_lock=True, quiet=True, share=False)
-
-
-@pytest.fixture(scope="module")
-def app(tiny_options):
-    demo = serve(tiny_options)
-    yield demo
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return Client(app.local_url, verbose=False)
-
-
 @pytest.fixture(scope="module")
 def locked_app(tiny_options):
     demo = serve(tiny_options, auth=(USER, PASSWORD))
@@ -189,19 +161,6 @@ def test_stop_ends_generation_in_the_backend(client):
     assert wait_until(lambda: len(job.outputs()) >= 2) and generating()
     job.cancel()
     assert wait_until(lambda: not generating())
-
-
-def generating() -> bool:
-    return any(thread.name.startswith("generate-") for thread in threading.enumerate())
-
-
-def wait_until(condition, timeout: float = STOP_WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_downloads_do_not_pile_up_on_disk(client):

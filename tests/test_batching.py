@@ -2,7 +2,6 @@
 
 import gc
 import threading
-import time
 import weakref
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app_helpers import generation_threads, wait_until
 from gemma_demo import batching, local_backend
 from gemma_demo.batching import END, Batch, Request, merge_inputs, run_generate
 from gemma_demo.engine import last_update
@@ -145,10 +145,10 @@ def test_requests_arriving_while_the_model_is_busy_join_one_batch(tiny_backend, 
     sizes, release = recorded_batches
     threads, results = in_threads(tiny_backend, [text(f"Question {i}.") for i in range(4)])
     threads[0].start()
-    wait_for(lambda: len(sizes) == 1)
+    assert wait_until(lambda: len(sizes) == 1)
     for thread in threads[1:]:
         thread.start()
-    wait_for(lambda: len(tiny_backend.scheduler._waiting) == 3)
+    assert wait_until(lambda: len(tiny_backend.scheduler._waiting) == 3)
     release.set()
     for thread in threads:
         thread.join(30)
@@ -193,7 +193,7 @@ def test_a_request_does_not_wait_behind_a_long_answer(tiny_backend, recorded_bat
     sizes, release = recorded_batches
     threads, results = in_threads(tiny_backend, [text("Long."), text("Short.")])
     threads[0].start()
-    wait_for(lambda: len(sizes) == 1)
+    assert wait_until(lambda: len(sizes) == 1)
     threads[1].start()
     threads[1].join(10)
     assert results[1] is not None and results[1].done, "the second request waited for the first"
@@ -239,14 +239,8 @@ def test_an_error_in_a_batch_reaches_every_reader(tiny_backend, monkeypatch):
     for thread in threads:
         thread.join(30)
     assert len(errors) == 3 and all("device-side assert" in e for e in errors)
-    assert not [t for t in threading.enumerate() if t.name.startswith("generate-")]
+    assert not generation_threads()
 
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_a_finished_request_is_freed_at_once_not_at_the_next_full_collection(tiny_backend, monkeypatch):

@@ -14,8 +14,6 @@ Two tests at the end pin bugs found here: empty number fields reach the app as 0
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # noqa: E402
 
+from app_helpers import generating, wait_until  # noqa: E402
 from browser_helpers import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -61,7 +60,6 @@ README_SCREENSHOT = ROOT / "docs" / "screenshot.png"
 STREAM_TOKENS = 400  # the tiny model writes ~150 tokens/s: enough updates to see it stream
 LONG_TOKENS = 4000  # ~30 s: only Stop can end it this early
 RUN_TIMEOUT_MS = 60_000
-STOP_WAIT_S = 10.0
 RECORD_MS = 2_500
 SHAPES_OBJECTS = ", ".join(SHAPES_PIXEL_BOXES)
 
@@ -250,19 +248,6 @@ def test_each_tab_streams_its_answer_into_the_page(app, page, run: TabRun, tmp_p
 
 
 # --- Stop -----------------------------------------------------------------------------
-
-def generating() -> bool:
-    return any(thread.name.startswith("generate-") for thread in threading.enumerate())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = STOP_WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
 
 def new_tokens(panel: Locator) -> int:
     return int(re.search(r"(\d+) new tokens", stats_line(panel).inner_text()).group(1))

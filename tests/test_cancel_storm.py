@@ -13,7 +13,6 @@ id): `gradio_client` cannot tell the server about a Stop that comes before that.
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import psutil
@@ -25,7 +24,8 @@ from gemma_demo.model_cache import ModelCache
 from gemma_demo.model_loading import load_local_backend
 from gemma_demo.server import launch
 from hostile_inputs import ENDPOINTS, FILE
-from test_api import CANCEL_TOKENS, free_port, generating, serve, wait_until
+from app_helpers import free_port, generating, generation_threads, wait_until
+from test_api import CANCEL_TOKENS
 
 STORM = 50
 SEED = 20240611
@@ -43,13 +43,6 @@ SLOW_LOAD_S = 2.0
 STORM_TASKS = ("caption", "ocr", "detect", "ask_audio", "transcribe", "video", "html")
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def app(tiny_options):
-    demo = serve(tiny_options)
-    yield demo
-    demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +112,7 @@ def test_fifty_requests_stopped_at_random_leave_nothing_running(app, inputs):
     threads_gone = wait_until(lambda: not generating(), THREADS_DEADLINE_S)
     threads_s = time.monotonic() - last_stop
     idle_s = seconds_until_idle(last_stop, IDLE_DEADLINE_S)
-    left = sum(thread.name.startswith("generate-") for thread in threading.enumerate())
+    left = len(generation_threads())
     stopped_streaming = sum(mid_stream.values())
     print(f"\nRELIABILITY cancel storm: {STORM} requests ({len(set(tasks))} tasks), {stopped_streaming} stopped "
           f"while streaming, {STORM - stopped_streaming} before their first token; no generation thread "

@@ -1,6 +1,5 @@
 """The streaming engine with the tiny model: every modality streams, Stop stops, errors surface."""
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 from PIL import Image
 from transformers.video_utils import VideoMetadata
 
+from app_helpers import generation_threads
 from gemma_demo.engine import last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError
 from gemma_demo.local_backend import UPDATE_INTERVAL_S, build_inputs
@@ -48,10 +48,6 @@ PROMPTS = {
                           {"type": "text", "text": "Transcribe."}),
     "video": lambda: user({"type": "video", "video": video()}, {"type": "text", "text": "What happens?"}),
 }
-
-
-def generation_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("generate-")]
 
 
 @pytest.mark.parametrize("kind", sorted(PROMPTS))

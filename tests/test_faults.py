@@ -28,8 +28,9 @@ from gemma_demo.model_cache import ModelCache
 from gemma_demo.server import launch
 from gemma_demo.tiny_model import ensure_tiny_model
 from gemma_demo.ui_handlers import GENERIC_ERROR
-from test_api import INPUT, generating, wait_until
-from test_remote_backend import HOST, SERVER_EXIT_WAIT_S, free_port, keep_answers_decodable, wait_until_ready
+from app_helpers import free_port, generating, wait_until
+from test_api import INPUT
+from test_remote_backend import HOST, SERVER_EXIT_WAIT_S, keep_answers_decodable, wait_until_ready
 
 TOKENS = 8
 LONG_ANSWER = 3000

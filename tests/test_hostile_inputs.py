@@ -18,7 +18,6 @@ from gradio_client.exceptions import AppError
 from gemma_demo.cli import EXIT_FAILED_INPUT, EXIT_OK, main
 from gemma_demo.ui_handlers import GENERIC_ERROR
 from hostile_inputs import CASES, ENDPOINTS, ERROR, FILE, OK, Case, Endpoint
-from test_api import serve
 
 NEW_TOKENS = 2
 FINISHED = re.compile(r"\b[1-9]\d* new tokens\b")
@@ -32,18 +31,6 @@ def test_the_corpus_covers_the_issue():
     assert {case.expect for case in CASES} == {OK, ERROR}
     assert {case.endpoint for case in CASES} == set(ENDPOINTS)
     assert all(case.message for case in CASES if case.expect == ERROR)
-
-
-@pytest.fixture(scope="module")
-def app(tiny_options):
-    demo = serve(tiny_options)
-    yield demo
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return Client(app.local_url, verbose=False)
 
 
 @pytest.fixture(scope="module")

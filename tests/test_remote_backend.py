@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletionChunk
 from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, GenerationConfig
 
+from app_helpers import LOCALHOST, free_port
 from gemma_demo.engine import Update, last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError, ModelUnavailableError
 from gemma_demo.model_cache import ModelCache
@@ -35,7 +36,7 @@ from gemma_demo.settings import GenerationSettings
 from gemma_demo.tiny_model import ensure_tiny_model
 from gemma_demo.tiny_tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
 
-HOST = "127.0.0.1"
+HOST = LOCALHOST
 SERVER_START_DEADLINE_S = 90.0
 SERVER_EXIT_WAIT_S = 10.0
 STOP_DEADLINE_S = 2.0
@@ -72,12 +73,6 @@ PROMPTS = {
         timestamps=(0.0, 61.0, 125.5),
     )}),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def keep_answers_decodable(folder: Path) -> None:

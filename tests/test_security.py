@@ -44,7 +44,8 @@ from gemma_demo.registry import ModelCapabilities
 from gemma_demo.server import launch
 from gemma_demo.tasks.ocr import without_raw_html
 from hostile_inputs import picture, speech_like
-from test_api import INPUT, PASSWORD, USER, free_port, serve, wait_until
+from app_helpers import free_port, serve, wait_until
+from test_api import INPUT, PASSWORD, USER
 from test_vision_tasks import ScriptedBackend
 from video_factory import write_video
 
@@ -132,11 +133,6 @@ def app(scripted, request_root):
                       share=False)
         yield demo
         demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return Client(app.local_url, verbose=False)
 
 
 @pytest.fixture()

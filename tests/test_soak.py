@@ -27,7 +27,7 @@ import psutil
 import pytest
 from gradio_client import Client, handle_file
 
-from test_api import INPUT, serve
+from test_api import INPUT
 
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 25
@@ -75,13 +75,6 @@ def resident(process: psutil.Process) -> tuple[int, int]:
         return rss, rss
     MALLOC_TRIM(0)
     return rss, process.memory_info().rss
-
-
-@pytest.fixture(scope="module")
-def app(tiny_options):
-    demo = serve(tiny_options)
-    yield demo
-    demo.close()
 
 
 def client_run(url: str, number: int, results: list[Done], lock: threading.Lock) -> None:
