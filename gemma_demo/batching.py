@@ -64,7 +64,6 @@ class Request:
     new_tokens: int = 0
     first_token_at: float | None = None
     finished: bool = False
-    started: threading.Event = field(default_factory=threading.Event)
     batch: Batch | None = None
     generated: list[int] = field(default_factory=list)
     carry_overs: int = 0
@@ -267,7 +266,6 @@ class BatchScheduler:
             batch.thread = threading.current_thread()
             for request in batch.requests:
                 request.batch = batch
-                request.started.set()
             self._run(batch)
         with self._lock:
             self._running -= 1
@@ -331,7 +329,7 @@ def next_tokens(request: Request, scheduler: BatchScheduler, collect_until: floa
     """
     while True:
         try:
-            items = [request.tokens.get(timeout=None if request.started.is_set() else QUEUE_PATIENCE_S)]
+            items = [request.tokens.get(timeout=None if request.batch is not None else QUEUE_PATIENCE_S)]
             break
         except Empty:
             scheduler.hurry(request)
