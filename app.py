@@ -6,8 +6,8 @@ import os
 # 2-core CPU (docs/benchmarks.md); must be set before torch is imported. A user's value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from gemma_demo.app_config import parse_app_args  # noqa: E402
-from gemma_demo.server import launch  # noqa: E402
+from gemma_demo.config import parse_app_args  # noqa: E402
+from gemma_demo.ui.server import launch  # noqa: E402
 
 if __name__ == "__main__":
     launch(parse_app_args())

@@ -35,15 +35,15 @@ from benchmarks.common import (
     spread,
 )
 from benchmarks.models import bytes_read_per_token, reference_bytes, reference_model, small_checkpoint
-from gemma_demo.cpu_decode import speed_up_cpu_decoding
-from gemma_demo.engine import with_system_prompt
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.local_backend import LocalBackend, build_inputs
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.model_loading import load_local_backend
-from gemma_demo.registry import capabilities_from_config
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tiny_model import build_processor
+from gemma_demo.engine.cpu_decode import speed_up_cpu_decoding
+from gemma_demo.engine.base import with_system_prompt
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.local import LocalBackend, build_inputs
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.loading import load_local_backend
+from gemma_demo.engine.registry import capabilities_from_config
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tiny.model import build_processor
 
 P1_TARGET, P2_TARGET, P7_TARGET = Target(1.05), Target(1.10), Target(0.5, at_most=False)
 PROMPT = (

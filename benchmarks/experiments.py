@@ -24,12 +24,12 @@ import torch
 from benchmarks.common import CACHE_DIR, ROOT_INPUT, Row, paired, seconds, spread, timed
 from benchmarks.engine_speed import GREEDY, _ForcedLength
 from benchmarks.video_prep import LONG_SECONDS, NUM_FRAMES, clip
-from gemma_demo.load_options import LoadOptions
+from gemma_demo.engine.options import LoadOptions
 from gemma_demo.media import video
 from gemma_demo.media.images import load_image
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks.caption import image_messages
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tasks.messages import image_messages
 
 REPS = 7
 USERS = 4
@@ -116,10 +116,10 @@ def keyframe_snapping(reps: int) -> list[Row]:
 POLICY_PROBE = """
 import statistics, sys, time
 from pathlib import Path
-from gemma_demo.engine import last_update
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.base import last_update
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.settings import GenerationSettings
 backend = ModelCache().get("tiny", LoadOptions(tiny_root=Path(sys.argv[1])))
 chat = [{"role": "user", "content": [{"type": "text", "text": "Tell me a long story."}]}]
 settings = GenerationSettings(max_new_tokens=128)

@@ -19,7 +19,7 @@ moved the figure. Memory figures are medians over 5 freshly forked processes.
   on the values): the tiny test model (`--model tiny`); a 133M-parameter model with
   E2B's layout (per-layer embeddings, KV sharing, double-wide MLP; hidden 768, 14 layers,
   intermediate 3072, the tiny tokenizer), 0.53 GB of float32 safetensors; and the real
-  E2B / E4B architectures of `gemma_demo/reference_configs.py` in bf16.
+  E2B / E4B architectures of `tests/reference_configs.py` in bf16.
 - The engine is always measured through `LocalBackend.stream`. It has no setting for a
   minimum length, so a wrapper in `benchmarks/engine_speed.py` adds
   `min_new_tokens = max_new_tokens` to its `generate` call, and the baseline does the same.
@@ -53,7 +53,7 @@ spread.
 **P5, four users at once (tiny): 0.80× → 1.38–1.48× aggregate tokens/s; slowest first
 token 3.7× → 3.3–3.4× (three runs of the final code; still short of both targets).** *Cause:* the engine ran one `generate` per request, each in its own
 thread; four Python-heavy decode loops fought for the GIL and the two cores instead of
-sharing work. *Fix* (`gemma_demo/batching.py`): requests that arrive together, or while
+sharing work. *Fix* (`gemma_demo/engine/batching/`): requests that arrive together, or while
 the model is busy, run as one batched `generate` (prompts left-padded, media tensors
 stacked, audio features padded as the processor pads them; a streamer hands row *i*'s
 tokens to request *i*; a stopping criterion ends each row on its own). A running batch
@@ -86,7 +86,7 @@ the text decoder alone, in `--quick` runs, 0.52–0.62).**
 matrix-vector product is compute-bound here: 10–11 GB/s of weights per core, against
 19–20 GB/s for ATen's own bf16 matrix-vector kernel on one core and 31–36 GB/s on two
 (the machine's copy bandwidth is 26–34 GB/s; a read-only stream reaches about the same).
-Matrix products are 92 % of a decode step. *Fix* (`gemma_demo/cpu_decode.py`, applied by
+Matrix products are 92 % of a decode step. *Fix* (`gemma_demo/engine/cpu_decode.py`, applied by
 `load_local_backend` on CPU): single-row linears of bf16 models run with oneDNN switched
 off. torch only has a process-wide switch, so a gate lets linears of one kind run at a
 time; a prefill in another thread never runs its linears without oneDNN (ATen's kernel

@@ -18,9 +18,9 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import CACHE_DIR, Row, Target, paired, seconds, spread, timed
-from gemma_demo.engine import Stats, Update
-from gemma_demo.registry import SMALL, ModelCapabilities
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.base import Stats, Update
+from gemma_demo.engine.registry import SMALL, ModelCapabilities
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.transcription import transcribe
 
 TARGET = Target(1.2)

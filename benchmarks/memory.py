@@ -32,7 +32,7 @@ def _import_loading_code() -> None:
     import transformers.models.gemma4.modeling_gemma4  # noqa: F401
     from transformers import AutoModelForMultimodalLM, AutoProcessor  # noqa: F401
 
-    import gemma_demo.local_backend  # noqa: F401
+    import gemma_demo.engine.local  # noqa: F401
 
 
 def touch(model) -> None:
@@ -53,8 +53,8 @@ def _lifetime_peak() -> int:
 
 
 def worker_load(path: str) -> dict:
-    from gemma_demo.load_options import LoadOptions
-    from gemma_demo.model_loading import load_local_backend
+    from gemma_demo.engine.options import LoadOptions
+    from gemma_demo.engine.loading import load_local_backend
 
     _import_loading_code()
     before, peak_before = rss(), _lifetime_peak()
@@ -91,8 +91,8 @@ def worker_loads(path: str, reps: str) -> dict:
 
 
 def worker_switch(first: str, second: str) -> dict:
-    from gemma_demo.load_options import LoadOptions
-    from gemma_demo.model_cache import ModelCache
+    from gemma_demo.engine.options import LoadOptions
+    from gemma_demo.engine.cache import ModelCache
 
     _import_loading_code()
     cache = ModelCache()
@@ -108,10 +108,10 @@ def worker_switch(first: str, second: str) -> dict:
 
 def worker_video(clip: str) -> dict:
     """Peak RSS added by one video answer (32 frames, 8 tokens) over the loaded tiny model."""
-    from gemma_demo.engine import last_update
-    from gemma_demo.load_options import LoadOptions
-    from gemma_demo.model_cache import ModelCache
-    from gemma_demo.settings import GenerationSettings
+    from gemma_demo.engine.base import last_update
+    from gemma_demo.engine.options import LoadOptions
+    from gemma_demo.engine.cache import ModelCache
+    from gemma_demo.engine.settings import GenerationSettings
     from gemma_demo.tasks.video_question import describe_video
 
     backend = ModelCache().get("tiny", LoadOptions(tiny_root=CACHE_DIR / "tiny"))

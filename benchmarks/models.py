@@ -16,8 +16,8 @@ from transformers import Gemma4Config, Gemma4ForCausalLM, Gemma4ForConditionalGe
 from transformers.initialization import no_init_weights
 
 from benchmarks.common import CACHE_DIR
-from gemma_demo.reference_configs import REFERENCE_CONFIGS
-from gemma_demo.tiny_model import build_config, build_processor
+from reference_configs import REFERENCE_CONFIGS
+from gemma_demo.tiny.model import build_config, build_processor
 
 # E2B's layout (per-layer embeddings, KV sharing, double-wide MLP) at ~133M parameters,
 # 0.53 GB of float32 safetensors: big enough that the model, not Python, sets the pace.

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 
 from benchmarks.common import CACHE_DIR, REPS, ROOT_INPUT, Row, median, seconds, timed
-from gemma_demo.engine import Stats
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.model_loading import load_local_backend
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.base import Stats
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.loading import load_local_backend
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks import audio_question, caption, detection, html_page, ocr, transcription, video_question
 
 NEW_TOKENS = 32

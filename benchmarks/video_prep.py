@@ -18,10 +18,10 @@ import numpy as np
 from transformers.video_utils import load_video
 
 from benchmarks.common import CACHE_DIR, Row, Target, paired, seconds, spread, timed
-from gemma_demo.local_backend import build_inputs
+from gemma_demo.engine.local import build_inputs
 from gemma_demo.media.video import FrameSampling, sample_video
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tiny_model import build_processor
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tiny.model import build_processor
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 KEYFRAME_EVERY = 2 * FPS

@@ -20,9 +20,9 @@ def free_port() -> int:
 
 def serve(tiny_options, **config):
     """The app on the tiny model, in this process, with its own model cache."""
-    from gemma_demo.app_config import AppConfig
-    from gemma_demo.model_cache import ModelCache
-    from gemma_demo.server import launch
+    from gemma_demo.config import AppConfig
+    from gemma_demo.engine.cache import ModelCache
+    from gemma_demo.ui.server import launch
 
     settings = AppConfig(model="tiny", load=tiny_options, port=free_port(), **config)
     return launch(settings, ModelCache(), prevent_thread_lock=True, quiet=True, share=False)

@@ -15,13 +15,13 @@ from playwright.sync_api import Locator, Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from app_helpers import free_port
-from gemma_demo.app_config import AppConfig
-from gemma_demo.engine import Message, Stats, Update
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.registry import SMALL, ModelCapabilities
-from gemma_demo.server import launch
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.config import AppConfig
+from gemma_demo.engine.base import Message, Stats, Update
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.registry import SMALL, ModelCapabilities
+from gemma_demo.ui.server import launch
+from gemma_demo.engine.settings import GenerationSettings
 
 # Debian's Chromium; Playwright's own browser download is not used.
 CHROMIUM = "/usr/bin/chromium"

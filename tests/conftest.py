@@ -11,8 +11,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py does; see docs/
 
 import pytest  # noqa: E402
 
-from gemma_demo.model_cache import ModelCache  # noqa: E402
-from gemma_demo.load_options import LoadOptions  # noqa: E402
+from gemma_demo.engine.cache import ModelCache  # noqa: E402
+from gemma_demo.engine.options import LoadOptions  # noqa: E402
 
 
 @pytest.fixture(scope="session")

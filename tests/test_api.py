@@ -17,11 +17,11 @@ from gradio.utils import get_function_description
 from gradio_client.exceptions import AppError
 
 from app_helpers import generating, serve, wait_until
-from gemma_demo.app_config import AppConfig
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.server import gpu
-from gemma_demo.ui import build_demo, follow_audio_capability
-from gemma_demo.ui_handlers import APP_TEMP_DIR
+from gemma_demo.config import AppConfig
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.ui.server import gpu
+from gemma_demo.ui.layout import build_demo, follow_audio_capability
+from gemma_demo.ui.files import APP_TEMP_DIR
 
 INPUT = Path(__file__).resolve().parent.parent / "input"
 TINY_TOKENS = 8

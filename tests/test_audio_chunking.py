@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from audio_factory import ESPEAK, RATE, Beeps, beeps_with_pauses, espeak_speech, rms, sine
 
-from gemma_demo.audio_chunks import AudioChunk, split_audio
-from gemma_demo.media.audio import MAX_CLIP_SECONDS, load_audio
+from gemma_demo.media.chunks import AudioChunk, split_audio
+from gemma_demo.media.audio import load_audio
+from gemma_demo.media.timing import MAX_CLIP_SECONDS
 
 BEEP_PATTERN = [3.1, 4.3, 2.6, 3.8]
 PAUSE_SECONDS = 0.7

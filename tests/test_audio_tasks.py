@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from audio_factory import beeps_with_pauses, sine, write_audio
-from gemma_demo.engine import Message, Stats, Update, audio_unsupported_message
+from gemma_demo.engine.base import Message, Stats, Update, audio_unsupported_message
 from gemma_demo.errors import CapabilityError, InvalidInputError
-from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.registry import ModelCapabilities
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.registry import ModelCapabilities
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.audio_question import ask_audio
 from gemma_demo.tasks.transcription import (
     ASR_PROMPT,

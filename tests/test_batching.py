@@ -10,12 +10,15 @@ import torch
 from PIL import Image
 
 from app_helpers import generation_threads, wait_until
-from gemma_demo import batching, local_backend
-from gemma_demo.batching import END, Batch, Request, merge_inputs, run_generate
-from gemma_demo.engine import last_update
+from gemma_demo.engine import local as local_backend
+from gemma_demo.engine.batching import scheduler as batching
+from gemma_demo.engine.batching.generate import run_generate
+from gemma_demo.engine.batching.requests import END, Batch, Request
+from gemma_demo.engine.batching.tensors import merge_inputs
+from gemma_demo.engine.base import last_update
 from gemma_demo.errors import GenerationError
-from gemma_demo.local_backend import _generation_kwargs, build_inputs
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.local import _generation_kwargs, build_inputs
+from gemma_demo.engine.settings import GenerationSettings
 
 GREEDY = GenerationSettings(max_new_tokens=10)
 

@@ -43,11 +43,12 @@ from browser_helpers import (  # noqa: E402
     upload,
     wait_for_watch,
 )
-from gemma_demo.load_options import LoadOptions  # noqa: E402
-from gemma_demo.media.audio import SAMPLE_RATE, is_silent, load_audio  # noqa: E402
-from gemma_demo.model_cache import ModelCache  # noqa: E402
+from gemma_demo.engine.options import LoadOptions  # noqa: E402
+from gemma_demo.media.audio import is_silent, load_audio  # noqa: E402
+from gemma_demo.media.timing import SAMPLE_RATE  # noqa: E402
+from gemma_demo.engine.cache import ModelCache  # noqa: E402
 from gemma_demo.tasks.html_page import PREVIEW_TITLE  # noqa: E402
-from gemma_demo.ui import TITLE  # noqa: E402
+from gemma_demo.ui.layout import TITLE  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}"),

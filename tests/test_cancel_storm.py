@@ -19,10 +19,10 @@ import psutil
 import pytest
 from gradio_client import Client, handle_file
 
-from gemma_demo.app_config import AppConfig
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.model_loading import load_local_backend
-from gemma_demo.server import launch
+from gemma_demo.config import AppConfig
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.loading import load_local_backend
+from gemma_demo.ui.server import launch
 from hostile_inputs import ENDPOINTS, FILE
 from app_helpers import free_port, generating, generation_threads, wait_until
 from test_api import CANCEL_TOKENS

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gemma_demo.tiny_model import build_processor
+from gemma_demo.tiny.model import build_processor
 
 
 @pytest.fixture(scope="module")

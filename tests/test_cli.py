@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from audio_factory import beeps_with_pauses, write_audio
-from gemma_demo.cli import EXIT_FAILED_INPUT, EXIT_OK, main
+from gemma_demo.cli.main import EXIT_FAILED_INPUT, EXIT_OK, main
 from video_factory import write_video
 
 FAST = ["--model", "tiny", "--max-new-tokens", "4"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gemma_demo.cpu_decode import speed_up_cpu_decoding
+from gemma_demo.engine.cpu_decode import speed_up_cpu_decoding
 
 
 def _model(dtype=torch.bfloat16):
@@ -62,7 +62,7 @@ def test_concurrent_threads_leave_onednn_on():
 
 def test_a_prefill_beside_a_decode_keeps_onednn_for_its_own_linears(monkeypatch):
     """While one thread decodes (oneDNN off), another thread's multi-row linears still see it on."""
-    import gemma_demo.cpu_decode as cpu_decode
+    import gemma_demo.engine.cpu_decode as cpu_decode
 
     model = _model()
     speed_up_cpu_decoding(model)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from gemma_demo.detections import Box, Point, grid_to_pixels, parse_grounding, point_to_pixels
+from gemma_demo.tasks.grounding import Box, Point, grid_to_pixels, parse_grounding, point_to_pixels
 from gemma_demo.media.images import load_image
 
 SIZES = [(1000, 1000), (640, 480), (480, 640), (1920, 1080), (37, 911), (1, 1)]

@@ -7,15 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemma_demo.detections import (
-    Box,
-    ParsedGrounding,
-    Point,
-    detection_prompt,
-    parse_grounding,
-    pointing_prompt,
-)
 from gemma_demo.errors import InvalidInputError
+from gemma_demo.tasks.detection import detection_prompt, pointing_prompt
+from gemma_demo.tasks.grounding import Box, ParsedGrounding, Point, parse_grounding
 
 CAT = Box("cat", 100.0, 200.0, 300.0, 400.0)
 REMOTE = Box("remote control", 500.0, 50.0, 620.0, 380.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
-from gemma_demo.drawing import annotate, detections_json, legend, to_coco
+from gemma_demo.media.drawing import annotate, detections_json, legend, to_coco
 
 GREY = (128, 128, 128)
 WHITE = (255, 255, 255)

@@ -10,11 +10,11 @@ from PIL import Image
 from transformers.video_utils import VideoMetadata
 
 from app_helpers import generation_threads
-from gemma_demo.engine import last_update
+from gemma_demo.engine.base import last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError
-from gemma_demo.local_backend import UPDATE_INTERVAL_S, build_inputs
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.local import UPDATE_INTERVAL_S, build_inputs
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.settings import GenerationSettings
 
 STOP_DEADLINE_S = 2.0
 
@@ -132,7 +132,7 @@ def test_audio_on_a_model_without_audio_is_a_clear_capability_error(tiny_options
 
 
 def test_thinking_and_system_prompt_reach_the_prompt(tiny_backend):
-    from gemma_demo.engine import with_system_prompt
+    from gemma_demo.engine.base import with_system_prompt
 
     settings = GenerationSettings(thinking=True, system_prompt="Answer in French.")
     messages = with_system_prompt(PROMPTS["text"](), settings)
@@ -174,7 +174,7 @@ def test_a_slow_stream_passes_each_token_on_at_once(tiny_backend, monkeypatch):
 
 def test_streamed_text_does_not_depend_on_how_tokens_were_chunked(tiny_backend):
     """Byte tokens decode together, so one more can rewrite what came before; the stream waits for them."""
-    from gemma_demo.local_backend import _TextDecoder
+    from gemma_demo.engine.local import _TextDecoder
 
     tokenizer = tiny_backend.processor.tokenizer
     euro = tokenizer.convert_tokens_to_ids(["<0xE2>", "<0x82>", "<0xAC>"])

@@ -21,13 +21,13 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from gemma_demo.app_config import AppConfig
-from gemma_demo.cli import EXIT_FAILED_INPUT, main
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.server import launch
-from gemma_demo.tiny_model import ensure_tiny_model
-from gemma_demo.ui_handlers import GENERIC_ERROR
+from gemma_demo.config import AppConfig
+from gemma_demo.cli.main import EXIT_FAILED_INPUT, main
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.ui.server import launch
+from gemma_demo.tiny.model import ensure_tiny_model
+from gemma_demo.ui.endpoints import GENERIC_ERROR
 from app_helpers import free_port, generating, wait_until
 from test_api import INPUT
 from test_remote_backend import HOST, SERVER_EXIT_WAIT_S, keep_answers_decodable, wait_until_ready

@@ -15,8 +15,8 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from gemma_demo.cli import EXIT_FAILED_INPUT, EXIT_OK, main
-from gemma_demo.ui_handlers import GENERIC_ERROR
+from gemma_demo.cli.main import EXIT_FAILED_INPUT, EXIT_OK, main
+from gemma_demo.ui.endpoints import GENERIC_ERROR
 from hostile_inputs import CASES, ENDPOINTS, ERROR, FILE, OK, Case, Endpoint
 
 NEW_TOKENS = 2

@@ -7,8 +7,8 @@ import weakref
 import pytest
 
 from gemma_demo.errors import ModelUnavailableError
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.load_options import LoadOptions
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.options import LoadOptions
 
 
 def test_concurrent_first_requests_load_once(tiny_options):
@@ -63,7 +63,7 @@ def test_corrupt_model_folder_gives_a_clear_message(tmp_path):
 
 
 def test_names_say_which_models_hear_audio():
-    from gemma_demo.registry import capabilities_for_name
+    from gemma_demo.engine.registry import capabilities_for_name
 
     assert capabilities_for_name("tiny").audio and capabilities_for_name("E4B").audio
     assert not capabilities_for_name("tiny-moe").audio and not capabilities_for_name("google/gemma-4-31B-it").audio

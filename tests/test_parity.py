@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import Gemma4ForConditionalGeneration
 
-from gemma_demo.reference_configs import REFERENCE_CONFIGS
-from gemma_demo.tiny_model import build_config, build_processor
+from reference_configs import REFERENCE_CONFIGS
+from gemma_demo.tiny.model import build_config, build_processor
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import pytest
 
-from gemma_demo.reasoning import split_reasoning
+from gemma_demo.engine.reasoning import split_reasoning
 
 CASES = [
     ("A cat.<turn|>", "", "A cat.", True),

@@ -20,21 +20,21 @@ from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, GenerationConfig
 
 from app_helpers import LOCALHOST, free_port
-from gemma_demo.engine import Update, last_update
+from gemma_demo.engine.base import Update, last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError, ModelUnavailableError
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.registry import capabilities_for_name
-from gemma_demo.remote_backend import (
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.registry import capabilities_for_name
+from gemma_demo.engine.remote.client import (
     OpenAIBackend,
     StreamState,
     load_openai_backend,
     request_options,
-    to_openai_messages,
 )
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tiny_model import ensure_tiny_model
-from gemma_demo.tiny_tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
+from gemma_demo.engine.remote.encode import to_openai_messages
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tiny.model import ensure_tiny_model
+from gemma_demo.tiny.tokenizer import BYTE_TOKENS, SPECIAL_TOKENS
 
 HOST = LOCALHOST
 SERVER_START_DEADLINE_S = 90.0

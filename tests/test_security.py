@@ -32,16 +32,16 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from PIL import Image
 
-import gemma_demo.ui as ui
-import gemma_demo.ui_handlers as ui_handlers
-from gemma_demo.app_config import DEFAULT_MAX_FILE_SIZE, AppConfig
+import gemma_demo.ui.layout as ui
+import gemma_demo.ui.files as ui_files
+from gemma_demo.config import DEFAULT_MAX_FILE_SIZE, AppConfig
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.audio import load_audio
 from gemma_demo.media.images import load_image
 from gemma_demo.media.video import FrameSampling, extract_audio_track, probe_video, sample_video
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.registry import ModelCapabilities
-from gemma_demo.server import launch
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.registry import ModelCapabilities
+from gemma_demo.ui.server import launch
 from gemma_demo.tasks.ocr import without_raw_html
 from hostile_inputs import picture, speech_like
 from app_helpers import free_port, serve, wait_until
@@ -127,7 +127,7 @@ def request_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def app(scripted, request_root):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ui_handlers, "APP_TEMP_DIR", request_root)
+        patch.setattr(ui_files, "APP_TEMP_DIR", request_root)
         cache = ModelCache(loaders={"local": lambda name, options: scripted})
         demo = launch(AppConfig(model="tiny", port=free_port()), cache, prevent_thread_lock=True, quiet=True,
                       share=False)
@@ -284,7 +284,7 @@ def test_more_paths_outside_the_app_are_not_served(app, path):
 
 
 def test_the_model_folder_and_request_folders_are_not_served(app, tiny_options):
-    from gemma_demo.tiny_model import ensure_tiny_model
+    from gemma_demo.tiny.model import ensure_tiny_model
 
     folder = ensure_tiny_model("e2b", tiny_options.tiny_root)
     requests = Path(tempfile.gettempdir()) / "gemma_demo"  # the default, patched away in this module

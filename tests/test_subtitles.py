@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_demo.subtitles import Cue, format_timestamp, to_srt, to_txt, to_vtt
+from gemma_demo.media.subtitles import Cue, format_timestamp, to_srt, to_txt, to_vtt
 
 CUES = [
     Cue(0.0, 2.5, "  Hello there.  "),

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gemma_demo.engine import Backend, Message, Update, audio_unsupported_message
+from gemma_demo.engine.base import Backend, Message, Update, audio_unsupported_message
 from gemma_demo.errors import CapabilityError, InvalidInputError
-from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE
+from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE
 from gemma_demo.media.video import FrameSampling, SampledVideo
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.registry import ModelCapabilities
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.registry import ModelCapabilities
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.video_question import NO_AUDIO_TRACK_NOTE, describe_video
 from video_factory import read_index, write_video
 

@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageColor
 
-from gemma_demo.engine import Message, Stats, Update
+from gemma_demo.engine.base import Message, Stats, Update
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.reasoning import SplitText, split_reasoning
-from gemma_demo.registry import ModelCapabilities
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.reasoning import SplitText, split_reasoning
+from gemma_demo.engine.registry import ModelCapabilities
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks import caption as caption_task
 from gemma_demo.tasks import detection, html_page, ocr
 from gemma_demo.tasks.caption import CaptionPreset, caption

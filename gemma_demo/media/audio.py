@@ -17,9 +17,8 @@ import soundfile as sf
 import soxr
 
 from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.timing import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
-MAX_CLIP_SECONDS = 30.0
 SILENCE_THRESHOLD_DB = -50.0
 SILENCE_FRAME_SECONDS = 0.03
 LOG_FLOOR = 1e-12

@@ -25,19 +25,17 @@ from av.container import InputContainer
 from av.stream import Stream
 
 from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE, mm_ss
 
 if TYPE_CHECKING:
     from transformers.video_utils import VideoMetadata
 
 DEFAULT_NUM_FRAMES = 32
 DEFAULT_MAX_SIDE = 1280
-AUDIO_SAMPLE_RATE = 16_000
-DEFAULT_AUDIO_SECONDS = 30.0
 VIDEO_BACKEND = "pyav"
 ROTATE_TAG = "rotate"
 QUARTER_TURN = 90
 FULL_TURN = 360
-SECONDS_PER_MINUTE = 60
 FLOOR_TOLERANCE = 1e-9
 SUPPORTED_FORMATS_HINT = "Re-export it as MP4 (H.264) or WebM and upload it again."
 
@@ -130,10 +128,7 @@ class SampledVideo:
 
     def stamp_labels(self) -> list[str]:
         """`mm:ss` per frame, computed like the processor's so the UI shows what the model reads."""
-        return [
-            f"{int(t // SECONDS_PER_MINUTE):02d}:{int(t % SECONDS_PER_MINUTE):02d}"
-            for t in self.metadata().timestamps
-        ]
+        return [mm_ss(t) for t in self.metadata().timestamps]
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -167,7 +162,7 @@ def sample_video(
 
 
 def extract_audio_track(
-    path: str | Path, start: float = 0.0, max_seconds: float = DEFAULT_AUDIO_SECONDS
+    path: str | Path, start: float = 0.0, max_seconds: float = MAX_CLIP_SECONDS
 ) -> np.ndarray | None:
     """The clip's sound from `start` as 16 kHz mono float32, or None when it has no audio track.
 
@@ -360,14 +355,14 @@ def _decode_audio(container: InputContainer, stream: Stream, start: float, max_s
     """Resamples from the packet holding `start` and trims to the exact window."""
     origin = _origin(stream)
     container.seek(origin + int(start / stream.time_base), stream=stream, backward=True)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_SAMPLE_RATE)
-    wanted = round(max_seconds * AUDIO_SAMPLE_RATE)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    wanted = round(max_seconds * SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     head: int | None = None
     collected = 0
     for frame in _decoded_frames(container, stream):
         if head is None:
-            head = max(0, round((start - float((frame.pts - origin) * stream.time_base)) * AUDIO_SAMPLE_RATE))
+            head = max(0, round((start - float((frame.pts - origin) * stream.time_base)) * SAMPLE_RATE))
         resampled = [out.to_ndarray()[0] for out in resampler.resample(frame)]
         chunks += resampled
         collected += sum(len(chunk) for chunk in resampled)

@@ -9,20 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 
-from gemma_demo.engine import Backend, Message, audio_unsupported_message
-from gemma_demo.errors import CapabilityError, InvalidInputError
-from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE, AudioSource, is_silent, load_audio
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks import StreamedResult
+from gemma_demo.engine.base import Backend
+from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.audio import is_silent
+from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tasks.messages import AudioInput, audio_messages, read_audio, require_audio
+from gemma_demo.tasks.result import StreamedResult
 
 DEFAULT_SETTINGS = GenerationSettings()
 # Decoding a hair past the limit is how a clip that is exactly 30 s long is told from a longer one.
 OVERRUN_PROBE_SECONDS = 0.1
-
-AudioInput = AudioSource | np.ndarray
-
 
 @dataclass(frozen=True)
 class AudioAnswerResult(StreamedResult):
@@ -38,28 +36,6 @@ class AudioAnswerResult(StreamedResult):
             "stats": self.update.stats.to_json(),
             "done": self.done,
         }
-
-
-def require_audio(backend: Backend) -> None:
-    """Fail before any decoding: a long upload should not be read only to be refused."""
-    if not backend.capabilities.audio:
-        raise CapabilityError(audio_unsupported_message(backend.name))
-
-
-def read_audio(audio: AudioInput, max_seconds: float | None = None) -> np.ndarray:
-    """Samples at 16 kHz; a bare array is taken to be 16 kHz already, as the model wants."""
-    source = (SAMPLE_RATE, audio) if isinstance(audio, np.ndarray) else audio
-    return load_audio(source, max_seconds=max_seconds)
-
-
-def audio_messages(samples: np.ndarray, prompt: str) -> list[Message]:
-    """One user turn with the sound before the text, as the Gemma 4 model card advises."""
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "audio", "audio": samples}, {"type": "text", "text": prompt}],
-        }
-    ]
 
 
 def ask_audio(

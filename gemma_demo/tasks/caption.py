@@ -10,13 +10,13 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from PIL import Image
 
-from gemma_demo.engine import Backend, Message
+from gemma_demo.engine.base import Backend
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.images import ImageSource, load_image
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks import StreamedResult
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tasks.messages import image_messages
+from gemma_demo.tasks.result import StreamedResult
 
 DEFAULT_SETTINGS = GenerationSettings()
 
@@ -48,16 +48,6 @@ class CaptionResult(StreamedResult):
             "stats": self.update.stats.to_json(),
             "done": self.done,
         }
-
-
-def image_messages(picture: Image.Image, prompt: str) -> list[Message]:
-    """One user turn with the picture before the text, as the Gemma 4 model card advises."""
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image", "image": picture}, {"type": "text", "text": prompt}],
-        }
-    ]
 
 
 def caption_prompt(preset: CaptionPreset, custom_prompt: str = "") -> str:

@@ -15,26 +15,21 @@ from pathlib import Path
 
 from PIL import Image
 
-from gemma_demo.detections import (
-    ParsedGrounding,
-    detection_prompt,
-    grid_to_pixels,
-    parse_grounding,
-    point_to_pixels,
-    pointing_prompt,
-)
-from gemma_demo.drawing import PixelBox, PixelPoint, annotate, detections_json, legend, to_coco
-from gemma_demo.engine import Backend, Update
-from gemma_demo.filenames import safe_stem
+from gemma_demo.engine.base import Backend, Update
+from gemma_demo.engine.reasoning import CONTROL_TOKEN
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.drawing import PixelBox, PixelPoint, annotate, detections_json, legend, to_coco
+from gemma_demo.media.filenames import safe_stem
 from gemma_demo.media.images import ImageSource, load_image
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks import StreamedResult
-from gemma_demo.tasks.caption import image_messages
+from gemma_demo.tasks.grounding import ParsedGrounding, grid_to_pixels, parse_grounding, point_to_pixels
+from gemma_demo.tasks.messages import image_messages
+from gemma_demo.tasks.result import StreamedResult
 
 DEFAULT_SETTINGS = GenerationSettings(image_budget=280, sampling=False, max_new_tokens=1024)
 DEFAULT_IMAGE_NAME = "image"
 COCO_SUFFIX = ".coco.json"
+MAX_OBJECT_TEXT_CHARS = 200
 
 
 class GroundingMode(enum.Enum):
@@ -135,3 +130,51 @@ def write_coco(result: DetectionResult, directory: str | Path) -> Path:
     return path
 
 
+def detection_prompt(objects: str) -> str:
+    """Ask for boxes in the format Gemma 4 was trained on, so `parse_grounding` can read them."""
+    names = _object_names(objects)
+    return _grounding_prompt(f"What are the bounding boxes of {_phrase(names)} in the image?", "box_2d", "y0, x0, y1, x1", names)
+
+
+def pointing_prompt(objects: str) -> str:
+    """Ask for one point per object, in the same JSON shape as boxes."""
+    names = _object_names(objects)
+    return _grounding_prompt(f"Point to {_phrase(names)} in the image.", "point_2d", "y, x", names)
+
+
+def _grounding_prompt(question: str, key: str, coordinates: str, names: list[str]) -> str:
+    return (
+        f"{question} "
+        "Answer with JSON only: a list with one item per object found, like "
+        f'[{{"{key}": [{coordinates}], "label": {_quoted(names[0])}}}], '
+        "with coordinates normalised to 0-1000. "
+        f"Use these labels: {', '.join(map(_quoted, names))}. Answer [] if none is visible."
+    )
+
+
+def _object_names(objects: str) -> list[str]:
+    """Split "cat, remote control" into names, without chat tokens or repeated names."""
+    cleaned = " ".join(CONTROL_TOKEN.sub(" ", objects).split())
+    if len(cleaned) > MAX_OBJECT_TEXT_CHARS:
+        raise InvalidInputError(
+            f"The list of objects is {len(cleaned)} characters long; keep it under "
+            f"{MAX_OBJECT_TEXT_CHARS}, for example “cat, remote control”."
+        )
+    names: dict[str, str] = {}
+    for name in cleaned.split(","):
+        if name.strip():
+            names.setdefault(name.strip().casefold(), name.strip())
+    if not names:
+        raise InvalidInputError("Type what to look for, for example “cat” or “cat, remote control”.")
+    return list(names.values())
+
+
+def _phrase(names: list[str]) -> str:
+    everies = [f"every {name}" for name in names]
+    if len(everies) == 1:
+        return everies[0]
+    return f"{', '.join(everies[:-1])} and {everies[-1]}"
+
+
+def _quoted(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False)

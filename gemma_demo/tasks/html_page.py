@@ -12,11 +12,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gemma_demo.engine import Backend
+from gemma_demo.engine.base import Backend
 from gemma_demo.media.images import ImageSource, load_image
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks import StreamedResult
-from gemma_demo.tasks.caption import image_messages
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tasks.result import StreamedResult
+from gemma_demo.tasks.messages import image_messages
 
 # Google's own image-to-HTML example thinks first and leaves room for a whole page.
 DEFAULT_SETTINGS = GenerationSettings(thinking=True, max_new_tokens=4000)

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gemma_demo.engine import Backend, Update
+from gemma_demo.engine.base import Backend, Update
 from gemma_demo.media.images import ImageSource, load_image
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks.caption import image_messages
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tasks.messages import image_messages
 
 # Small print is unreadable at the default 280 soft tokens; documents also run long.
 DEFAULT_SETTINGS = GenerationSettings(image_budget=1120, max_new_tokens=4096)

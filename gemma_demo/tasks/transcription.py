@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gemma_demo.audio_chunks import AudioChunk, split_audio
-from gemma_demo.engine import Backend, Stats, Update
-from gemma_demo.filenames import safe_stem
+from gemma_demo.media.chunks import AudioChunk, split_audio
+from gemma_demo.engine.base import Backend, Stats, Update
+from gemma_demo.media.filenames import safe_stem
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.audio import is_silent, validate_speech
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.subtitles import Cue, to_srt, to_txt, to_vtt
-from gemma_demo.tasks.audio_question import AudioInput, audio_messages, read_audio, require_audio
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.media.subtitles import Cue, to_srt, to_txt, to_vtt
+from gemma_demo.tasks.messages import AudioInput, audio_messages, read_audio, require_audio
 
 # 30 s of fast speech is ~100 words; a translation doubles that.
 DEFAULT_SETTINGS = GenerationSettings(max_new_tokens=512)

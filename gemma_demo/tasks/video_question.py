@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_demo.engine import Backend, Message
+from gemma_demo.engine.base import Backend, Message
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE
+from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE, mm_ss
 from gemma_demo.media.video import FrameSampling, SampledVideo, extract_audio_track, sample_video
-from gemma_demo.settings import GenerationSettings
-from gemma_demo.tasks import StreamedResult
-from gemma_demo.tasks.audio_question import require_audio
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.tasks.result import StreamedResult
+from gemma_demo.tasks.messages import require_audio
 
 DEFAULT_SETTINGS = GenerationSettings()
 DEFAULT_SAMPLING = FrameSampling()
@@ -101,11 +101,7 @@ def _sound(path: str | Path, sampling: FrameSampling, video: SampledVideo) -> _S
         return _Sound(
             samples,
             f"The model heard only the first {MAX_CLIP_SECONDS:g} s of sound "
-            f"({_clock(start)}–{_clock(start + MAX_CLIP_SECONDS)}); the frames cover the whole range.",
+            f"({mm_ss(start)}–{mm_ss(start + MAX_CLIP_SECONDS)}); the frames cover the whole range.",
         )
     return _Sound(samples)
 
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes:02d}:{secs:02d}"

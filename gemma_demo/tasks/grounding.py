@@ -15,13 +15,11 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gemma_demo.errors import InvalidInputError
-from gemma_demo.reasoning import strip_thought_block
+from gemma_demo.engine.reasoning import CONTROL_TOKEN, strip_thought_block
 
 GRID_SIZE = 1000
 DEFAULT_LABEL = "object"
 MAX_LABEL_CHARS = 100
-MAX_OBJECT_TEXT_CHARS = 200
 MAX_NESTING = 8
 BOX_KEYS = ("box_2d", "bbox", "box")
 POINT_KEYS = ("point_2d", "point")
@@ -29,7 +27,6 @@ LABEL_KEYS = ("label", "name")
 BOX_COORDINATES = 4
 POINT_COORDINATES = 2
 
-_CONTROL_TOKEN = re.compile(r"<\|?\w*\|>|<\|\w*>")
 _OPENING = re.compile(r"[\[{]")
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -106,7 +103,7 @@ def parse_grounding(text: str) -> ParsedGrounding:
 
 def _answer_only(text: str) -> str:
     """Drop thinking (it holds drafts, not the answer) and chat-template tokens."""
-    return _CONTROL_TOKEN.sub(" ", strip_thought_block(text))
+    return CONTROL_TOKEN.sub(" ", strip_thought_block(text))
 
 
 def _decoded_values(text: str) -> Iterator[tuple[object, bool]]:
@@ -284,55 +281,3 @@ def _check_size(width: int, height: int) -> None:
 
 def _to_pixels(value: float, extent: int) -> int:
     return min(max(round(value / GRID_SIZE * extent), 0), extent)
-
-
-def detection_prompt(objects: str) -> str:
-    """Ask for boxes in the format Gemma 4 was trained on, so `parse_grounding` can read them."""
-    names = _object_names(objects)
-    return (
-        f"What are the bounding boxes of {_phrase(names)} in the image? "
-        "Answer with JSON only: a list with one item per object found, like "
-        f'[{{"box_2d": [y0, x0, y1, x1], "label": {_quoted(names[0])}}}], '
-        "with coordinates normalised to 0-1000. "
-        f"Use these labels: {', '.join(map(_quoted, names))}. Answer [] if none is visible."
-    )
-
-
-def pointing_prompt(objects: str) -> str:
-    """Ask for one point per object, in the same JSON shape as boxes."""
-    names = _object_names(objects)
-    return (
-        f"Point to {_phrase(names)} in the image. "
-        "Answer with JSON only: a list with one item per object found, like "
-        f'[{{"point_2d": [y, x], "label": {_quoted(names[0])}}}], '
-        "with coordinates normalised to 0-1000. "
-        f"Use these labels: {', '.join(map(_quoted, names))}. Answer [] if none is visible."
-    )
-
-
-def _object_names(objects: str) -> list[str]:
-    """Split "cat, remote control" into names, without chat tokens or repeated names."""
-    cleaned = " ".join(_CONTROL_TOKEN.sub(" ", objects).split())
-    if len(cleaned) > MAX_OBJECT_TEXT_CHARS:
-        raise InvalidInputError(
-            f"The list of objects is {len(cleaned)} characters long; keep it under "
-            f"{MAX_OBJECT_TEXT_CHARS}, for example “cat, remote control”."
-        )
-    names: dict[str, str] = {}
-    for name in cleaned.split(","):
-        if name.strip():
-            names.setdefault(name.strip().casefold(), name.strip())
-    if not names:
-        raise InvalidInputError("Type what to look for, for example “cat” or “cat, remote control”.")
-    return list(names.values())
-
-
-def _phrase(names: list[str]) -> str:
-    everies = [f"every {name}" for name in names]
-    if len(everies) == 1:
-        return everies[0]
-    return f"{', '.join(everies[:-1])} and {everies[-1]}"
-
-
-def _quoted(name: str) -> str:
-    return json.dumps(name, ensure_ascii=False)

@@ -1,9 +1,8 @@
 """Run Gemma 4 on an OpenAI-compatible server (vLLM, transformers serve, …) instead of here.
 
 Tasks hand over the same messages as to the local engine, with decoded media (PIL images,
-16 kHz float arrays, sampled video frames), so they are re-encoded into the content parts
-every such server reads: data-URL images, base64 WAV audio, and a video as its frames, each
-after its `mm:ss` stamp.
+16 kHz float arrays, sampled video frames); `encode` turns them into the content parts
+every such server reads.
 
 vLLM takes a per-request image budget (`mm_processor_kwargs`), `top_k`, and
 `skip_special_tokens` (keeping the `<|channel>` markers, so thinking stays separable even
@@ -18,8 +17,6 @@ generator closes the HTTP response, and both servers abort a generation whose cl
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import os
@@ -28,18 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import openai
 from openai.types.chat import ChatCompletionChunk
-from PIL import Image
 
-from gemma_demo.engine import Message, Stats, Update, check_capabilities, with_system_prompt
+from gemma_demo.engine.base import Message, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.errors import GemmaDemoError, GenerationError, InvalidInputError, ModelUnavailableError
-from gemma_demo.media.audio import padded_for_model, to_wav_bytes
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.reasoning import split_reasoning
-from gemma_demo.registry import ModelCapabilities, capabilities_for_name, find_known
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.reasoning import split_reasoning
+from gemma_demo.engine.remote.encode import content_parts, to_openai_messages
+from gemma_demo.engine.registry import ModelCapabilities, capabilities_for_name, find_known
+from gemma_demo.engine.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +47,6 @@ READ_TIMEOUT_S = 300.0
 MODEL_LIST_TIMEOUT_S = 5.0
 MAX_LISTED_MODELS = 10
 VLLM_ONLY_FIELDS = ("mm_processor_kwargs", "top_k", "skip_special_tokens")
-FRAME_JPEG_QUALITY = 90
-SECONDS_PER_MINUTE = 60
 BAD_REQUEST_STATUSES = (400, 422)
 AUTH_STATUSES = (401, 403)
 HTTP_NOT_FOUND = 404
@@ -287,7 +280,7 @@ def request_options(settings: GenerationSettings, budget: int | None, vllm_field
 
 def visual_budget(messages: list[Message], settings: GenerationSettings) -> int | None:
     """One budget per request: the image budget if any image is sent, else the frame budget."""
-    kinds = {part.get("type") for message in messages for part in _parts(message)}
+    kinds = {part.get("type") for message in messages for part in content_parts(message)}
     if "image" in kinds:
         return settings.image_budget
     if "video" in kinds:
@@ -308,64 +301,3 @@ def server_message(error: openai.APIStatusError) -> str:
     if body:
         return str(body)
     return error.response.text or error.message
-
-
-def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """HF chat messages with media objects → OpenAI chat messages with encoded media."""
-    converted = []
-    for message in messages:
-        content = message["content"]
-        if not isinstance(content, str):
-            content = [piece for part in content for piece in _convert_part(part)]
-        converted.append({"role": message["role"], "content": content})
-    return converted
-
-
-def _parts(message: Message) -> list[dict[str, Any]]:
-    content = message["content"]
-    return content if isinstance(content, list) else []
-
-
-def _convert_part(part: dict[str, Any]) -> list[dict[str, Any]]:
-    kind = part.get("type")
-    if kind == "text":
-        return [{"type": "text", "text": part["text"]}]
-    if kind == "image":
-        return [image_part(part["image"])]
-    if kind == "audio":
-        return [audio_part(part["audio"])]
-    if kind == "video":
-        return video_parts(part["video"])
-    raise ValueError(f"Unknown message part type {kind!r}")
-
-
-def image_part(image: Image.Image) -> dict[str, Any]:
-    """Lossless PNG, so the server sees exactly the pixels the local engine would."""
-    return {"type": "image_url", "image_url": {"url": _data_url(image.convert("RGB"), "PNG")}}
-
-
-def audio_part(samples: np.ndarray) -> dict[str, Any]:
-    data = base64.b64encode(to_wav_bytes(padded_for_model(samples))).decode("ascii")
-    return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
-
-
-def video_parts(video: Any) -> list[dict[str, Any]]:
-    """Each frame as a JPEG image after its `mm:ss` stamp, the way Gemma 4 reads a video."""
-    parts = []
-    for frame, seconds in zip(video.frames, video.timestamps, strict=True):
-        url = _data_url(Image.fromarray(np.asarray(frame, dtype=np.uint8)), "JPEG")
-        parts.append({"type": "text", "text": stamp(seconds)})
-        parts.append({"type": "image_url", "image_url": {"url": url}})
-    return parts
-
-
-def stamp(seconds: float) -> str:
-    return f"{int(seconds // SECONDS_PER_MINUTE):02d}:{int(seconds % SECONDS_PER_MINUTE):02d}"
-
-
-def _data_url(image: Image.Image, image_format: str) -> str:
-    buffer = io.BytesIO()
-    quality = {"quality": FRAME_JPEG_QUALITY} if image_format == "JPEG" else {}
-    image.save(buffer, format=image_format, **quality)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"data:image/{image_format.lower()};base64,{encoded}"

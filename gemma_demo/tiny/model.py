@@ -27,13 +27,23 @@ from transformers import (
     GenerationConfig,
 )
 
-from gemma_demo.reasoning import GEMMA4_RESPONSE_TEMPLATE
-from gemma_demo.tiny_tokenizer import build_tokenizer
+from gemma_demo.tiny.tokenizer import build_tokenizer
 
 CHAT_TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
 DEFAULT_TINY_DIR = Path.home() / ".cache" / "gemma_demo" / "tiny"
 TINY_ROOT_ENV = "GEMMA_DEMO_TINY_ROOT"
 SEED = 0
+
+# Declarative parser template for `processor.parse_response` (the format transformers' own
+# Gemma 4 serving uses); stored with the tiny tokenizer so the real parsing path runs.
+GEMMA4_RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": ["<|turn>model\n", "<tool_response|>"],
+    "fields": {
+        "reasoning_content": {"open": "<|channel>thought\n", "close": "<channel|>", "content": "text"},
+        "content": {"close": ["<turn|>", "<|tool_response>", "<eos>"], "content": "text"},
+    },
+}
 
 
 class TinyVariant(str, enum.Enum):

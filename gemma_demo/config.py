@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.registry import DEFAULT_MODEL
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.registry import DEFAULT_MODEL
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860

@@ -1,7 +1,7 @@
 """The Gradio page: one tab per task over one lazily loaded model.
 
 `build_demo` only lays out components and connects events; what an event does lives
-in `ui_handlers`, and the settings every tab shares in `ui_settings`. Every task event
+in `handlers` (wrapped into endpoints by `endpoints`), and the settings every tab shares in `settings`. Every task event
 is a named, documented API endpoint (and an MCP tool with `--mcp`); everything else is
 kept off the API.
 """
@@ -16,16 +16,15 @@ import gradio as gr
 from gradio.components import Component
 from gradio.events import Dependency
 
-from gemma_demo.app_config import AppConfig
-from gemma_demo.drawing import legend as colour_legend
+from gemma_demo.config import AppConfig
+from gemma_demo.media.drawing import legend as colour_legend
 from gemma_demo.media.video import DEFAULT_NUM_FRAMES
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks import audio_question, caption, detection, html_page, ocr, transcription, video_question
-from gemma_demo.ui_components import ImageUpload
-from gemma_demo.ui_handlers import (
-    Endpoints,
-    Handler,
+from gemma_demo.ui.components import ImageUpload
+from gemma_demo.ui.endpoints import Endpoints, Handler
+from gemma_demo.ui.handlers import (
     ask_about_audio,
     ask_about_video,
     caption_image,
@@ -36,9 +35,9 @@ from gemma_demo.ui_handlers import (
     transcribe_speech,
     translate_speech,
 )
-from gemma_demo.ui_settings import audio_note, build_settings_panel
+from gemma_demo.ui.settings import audio_note, build_settings_panel
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "input"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "input"
 TITLE = "Gemma 4 Studio"
 INTRO = (
     "# Gemma 4 Studio\n"

@@ -11,40 +11,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-from gemma_demo.app_config import add_model_arguments, load_options_from
+from gemma_demo.cli.commands import COMMANDS
+from gemma_demo.config import add_model_arguments, load_options_from
 from gemma_demo.errors import GemmaDemoError
-from gemma_demo.settings import IMAGE_BUDGETS, GenerationSettings
+from gemma_demo.engine.settings import IMAGE_BUDGETS, GenerationSettings
 
 EXIT_OK, EXIT_FAILED_INPUT, EXIT_USAGE = 0, 1, 2
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".webm"}
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
-
-Runner = Callable[[object, Path, argparse.Namespace, GenerationSettings], Iterator]
-
-
-@dataclass(frozen=True)
-class Command:
-    help: str
-    suffixes: set[str]
-    default_settings: Callable[[], GenerationSettings]
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Runner
-
-
-
-
-
-def _commands() -> dict[str, Command]:
-    from gemma_demo.cli_commands import COMMANDS
-
-    return COMMANDS
-
-
 def expand_inputs(paths: Sequence[str], suffixes: set[str]) -> list[Path]:
     """Files as given, and the matching files of any folder, sorted."""
     files: list[Path] = []
@@ -91,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="build a tiny random-weight Gemma 4 for offline tests")
     tiny.add_argument("directory")
     tiny.add_argument("--variant", choices=("e2b", "moe", "dense"), default="e2b")
-    for name, command in _commands().items():
+    for name, command in COMMANDS.items():
         sub = commands.add_parser(name, help=command.help)
         sub.add_argument("inputs", nargs="+", help="files or folders")
         add_model_arguments(sub, os.environ)
@@ -105,10 +80,10 @@ def _result_line(path: Path, result) -> dict:
 
 
 def run_task(name: str, args: argparse.Namespace) -> int:
-    from gemma_demo.engine import last_update
-    from gemma_demo.model_cache import ModelCache
+    from gemma_demo.engine.base import last_update
+    from gemma_demo.engine.cache import ModelCache
 
-    command = _commands()[name]
+    command = COMMANDS[name]
     settings = settings_from(args, command.default_settings())
     files = expand_inputs(args.inputs, command.suffixes)
     if not files:
@@ -131,7 +106,7 @@ def run_task(name: str, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tiny-model":
-        from gemma_demo.tiny_model import build_tiny_model
+        from gemma_demo.tiny.model import build_tiny_model
 
         print(build_tiny_model(args.directory, args.variant))
         return EXIT_OK

@@ -14,24 +14,10 @@ CHANNEL_OPEN = "<|channel>"
 CHANNEL_CLOSE = "<channel|>"
 THOUGHT_HEADER = "thought\n"
 
-# Markers a model can emit that must never show in an answer.
-_CONTROL_TOKEN = re.compile(
-    r"<\|turn>|<turn\|>|<eos>|<bos>|<pad>|<\|think\|>|<\|image\|>|<\|audio\|>|<\|video\|>"
-    r"|<\|image>|<image\|>|<\|audio>|<audio\|>|<\|channel>|<channel\|>"
-)
+# Gemma 4's control tokens (`<|turn>`, `<turn|>`, `<|channel>`, `<|tool_call>`, `<eos>`, …):
+# markers a model can emit, or a visitor can type, that must never reach an answer or a prompt.
+CONTROL_TOKEN = re.compile(r"<\|?\w*\|>|<\|\w*>")
 _END_OF_TURN = re.compile(r"(<turn\|>|<eos>).*\Z", re.DOTALL)
-
-# Declarative parser template for `processor.parse_response` (the format transformers' own
-# Gemma 4 serving uses); stored with the tiny tokenizer so the real parsing path runs.
-GEMMA4_RESPONSE_TEMPLATE = {
-    "defaults": {"role": "assistant"},
-    "start_anchor": ["<|turn>model\n", "<tool_response|>"],
-    "fields": {
-        "reasoning_content": {"open": "<|channel>thought\n", "close": "<channel|>", "content": "text"},
-        "content": {"close": ["<turn|>", "<|tool_response>", "<eos>"], "content": "text"},
-    },
-}
-
 
 @dataclass(frozen=True)
 class SplitText:
@@ -62,7 +48,7 @@ def split_reasoning(raw: str) -> SplitText:
             break
         text = rest[end + len(CHANNEL_CLOSE):]
     reasoning = "\n".join(part.strip() for part in reasoning_parts if part.strip())
-    answer = _CONTROL_TOKEN.sub("", "".join(answer_parts)).strip()
+    answer = CONTROL_TOKEN.sub("", "".join(answer_parts)).strip()
     return SplitText(reasoning=reasoning, answer=answer, thinking_finished=finished)
 
 

@@ -1,42 +1,24 @@
 """Event functions of the web app: each calls one task and maps its results to outputs.
 
 A handler here takes `(backend, settings, *inputs)` and yields one tuple per streamed
-result, ending with the reasoning and the status line. `Endpoints.wrap` turns it into
-what Gradio calls: the shared settings become named parameters (the API page and MCP
-tools list them), the model is fetched from the cache, and errors become `gr.Error` in
-this one place, so the page always gets a message instead of freezing.
+result, ending with the reasoning and the status line. `endpoints.Endpoints.wrap` turns
+it into what Gradio calls.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import functools
-import inspect
-import logging
-import shutil
-import tempfile
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import gradio as gr
-import numpy as np
-from PIL import Image
 
-from gemma_demo.engine import Backend, Stats, Update
-from gemma_demo.errors import GemmaDemoError, InvalidInputError
+from gemma_demo.engine.base import Backend, Stats, Update
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.filenames import safe_stem
 from gemma_demo.media.video import FrameSampling
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.filenames import safe_stem
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.registry import is_selectable
-from gemma_demo.settings import GenerationSettings
 from gemma_demo.tasks.audio_question import ask_audio
 from gemma_demo.tasks.caption import CaptionPreset, caption
 from gemma_demo.tasks.detection import GroundingMode, detect, write_coco
@@ -44,111 +26,9 @@ from gemma_demo.tasks.html_page import image_to_html
 from gemma_demo.tasks.ocr import OcrMode, Table, ocr
 from gemma_demo.tasks.transcription import TranscriptResult, transcribe, translate, write_subtitles
 from gemma_demo.tasks.video_question import describe_video
-from gemma_demo.ui_settings import SETTINGS_DOC, SettingsChoice, settings_for, settings_parameters
+from gemma_demo.ui.files import picture_file, request_folder
 
-log = logging.getLogger(__name__)
-
-APP_TEMP_DIR = Path(tempfile.gettempdir()) / "gemma_demo"
-CLOSE_RETRY_S = 0.01
-GENERIC_ERROR = "Something went wrong while running this request. Try again; if it keeps failing, see the server log."
-Handler = Callable[..., Iterator[tuple]]
 E = TypeVar("E", bound=enum.Enum)
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Makes Gradio event functions from handlers; every one shares the one model cache.
-
-    `gpu` wraps the part that runs the model (ZeroGPU's `spaces.GPU` on Spaces). It gets
-    the model name rather than the backend, since a loaded model cannot cross into the
-    process ZeroGPU runs it in.
-    """
-
-    cache: ModelCache
-    load: LoadOptions
-    startup_model: str
-    gpu: Callable[[Callable], Callable] | None = None
-
-    def wrap(self, handler: Handler, defaults: GenerationSettings) -> Callable[..., AsyncIterator[tuple]]:
-        task_parameters = list(inspect.signature(handler).parameters.values())[2:]
-        count = len(task_parameters)
-
-        def run(model: str, settings: GenerationSettings, *inputs: Any) -> Iterator[tuple]:
-            require_selectable(model, self.startup_model)
-            yield from handler(self.cache.get(model, self.load), settings, *inputs)
-
-        if self.gpu is not None:
-            run = self.gpu(run)
-
-        def results(*values: Any) -> Iterator[tuple]:
-            inputs, choice = values[:count], SettingsChoice(*values[count:])
-            try:
-                yield from run(choice.model, settings_for(choice, defaults), *inputs)
-            except GemmaDemoError as error:
-                raise gr.Error(str(error)) from error
-            except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
-                log.exception("%s failed", handler.__name__)
-                raise gr.Error(GENERIC_ERROR) from None
-
-        @functools.wraps(handler)
-        async def endpoint(*values: Any) -> AsyncIterator[tuple]:
-            # Gradio closes a run on Stop only once it has registered the run's first result,
-            # so a Stop during loading, prefill or that result's postprocessing would leave the
-            # model generating for nobody. A Stop cancels the task that drives this generator,
-            # whatever it is awaiting; when that task ends, for any reason, the run is closed.
-            run_results = results(*values)
-            driver = asyncio.current_task()
-            if driver is not None:
-                driver.add_done_callback(lambda _: close_when_idle(run_results))
-            try:
-                while (result := await anyio.to_thread.run_sync(next, run_results, None)) is not None:
-                    yield result
-            finally:
-                close_when_idle(run_results)
-
-        # Gradio names API parameters after the signature and describes them from the docstring.
-        endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters())
-        endpoint.__doc__ = with_settings_doc(handler.__doc__ or "")
-        return endpoint
-
-
-def close_when_idle(results: Iterator) -> None:
-    """Close a generator now, or once the worker thread still inside it comes out.
-
-    Closing it is what stops the model (the backend's `finally` sets its stop flag).
-    """
-    try:
-        results.close()
-    except ValueError:  # "generator already executing": a cancelled step still runs
-        threading.Thread(target=_close_after_step, args=(results,), name="close-run", daemon=True).start()
-
-
-def _close_after_step(results: Iterator) -> None:
-    while True:
-        try:
-            results.close()
-            return
-        except ValueError:
-            time.sleep(CLOSE_RETRY_S)
-
-
-def require_selectable(model: str, startup_model: str) -> None:
-    """Visitors pick among the known models; other folders or Hub ids only by start-up flag.
-
-    Loading a model replaces the one every user shares, so an arbitrary name from the page
-    or the API must not unload it or probe the server's disk.
-    """
-    if model != startup_model and not is_selectable(model):
-        raise InvalidInputError(
-            f"{model!r} is not one of this app's models. Pick E2B, E4B, 26B-A4B, 31B or a tiny model; "
-            "another checkpoint can be served by starting the app with --model."
-        )
-
-
-def with_settings_doc(doc: str) -> str:
-    """Append the settings to the handler's `Args:` list, one `name: text` line each."""
-    lines = "\n".join(f"    {name}: {text}" for name, text in SETTINGS_DOC.items())
-    return f"{inspect.cleandoc(doc)}\n{lines}"
 
 
 def require(value: Any, message: str) -> None:
@@ -164,29 +44,6 @@ def member(kind: type[E], value: str) -> E:
     except ValueError:
         allowed = ", ".join(repr(item.value) for item in kind)
         raise InvalidInputError(f"{value!r} is not one of {allowed}.") from None
-
-
-@contextmanager
-def request_folder() -> Iterator[Path]:
-    """A folder of this request's downloads; Gradio copies what is returned, so it can go after."""
-    APP_TEMP_DIR.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="request-", dir=APP_TEMP_DIR))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def picture_file(picture: Image.Image | np.ndarray, path: Path) -> str:
-    """A result picture saved as a file of the request.
-
-    Gradio copies a file into its cache atomically, but writes a picture it encodes itself
-    in place: when two requests show the same picture, one could be served the file while
-    the other rewrites it, and the download breaks off.
-    """
-    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
-    image.save(path)
-    return str(path)
 
 
 def progress(update: Update, note: str = "", stats: Stats | None = None) -> tuple[str, str]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from gemma_demo.cpu_decode import speed_up_cpu_decoding
+from gemma_demo.engine.cpu_decode import speed_up_cpu_decoding
 from gemma_demo.errors import ModelUnavailableError
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype | str:
 def resolve_source(name: str, options: LoadOptions) -> str:
     """A folder or Hub id for `name`; tiny models are built on first use."""
     if is_tiny(name):
-        from gemma_demo.tiny_model import ensure_tiny_model
+        from gemma_demo.tiny.model import ensure_tiny_model
 
         return str(ensure_tiny_model(tiny_variant(name), options.tiny_root))
     spec = find_known(name)
@@ -76,7 +76,7 @@ def load_local_backend(name: str, options: LoadOptions):
     """Load processor and model exactly as for any real checkpoint."""
     from transformers import AutoModelForMultimodalLM, AutoProcessor
 
-    from gemma_demo.local_backend import LocalBackend
+    from gemma_demo.engine.local import LocalBackend
 
     source = resolve_source(name, options)
     device = pick_device(options.device)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemma_demo.media.audio import MAX_CLIP_SECONDS, SAMPLE_RATE, frame_rms
+from gemma_demo.media.audio import frame_rms
+from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE
 
 MIN_CHUNK_SECONDS = 20.0
 FRAME_SECONDS = 0.025

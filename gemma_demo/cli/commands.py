@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gemma_demo.cli import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, Command
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.cli.types import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, Command
+from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks import caption, detection, html_page, ocr
 
 

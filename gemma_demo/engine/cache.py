@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
-from gemma_demo.engine import Backend
-from gemma_demo.load_options import LoadOptions
-from gemma_demo.model_loading import load_local_backend
+from gemma_demo.engine.base import Backend
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.loading import load_local_backend
 
 Loader = Callable[[str, LoadOptions], Backend]
 
 
 def _load_openai_backend(name: str, options: LoadOptions) -> Backend:
-    from gemma_demo.remote_backend import load_openai_backend
+    from gemma_demo.engine.remote.client import load_openai_backend
 
     return load_openai_backend(name, options)
 

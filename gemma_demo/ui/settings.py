@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from gemma_demo.engine import audio_unsupported_message
+from gemma_demo.engine.base import audio_unsupported_message
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.registry import KNOWN_MODELS, TINY_MODELS, capabilities_for_name
-from gemma_demo.settings import (
+from gemma_demo.engine.registry import KNOWN_MODELS, TINY_MODELS, capabilities_for_name
+from gemma_demo.engine.settings import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,

@@ -11,10 +11,10 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
-from gemma_demo.app_config import AppConfig
-from gemma_demo.login_page import HideApiInfoFromLoginPage
-from gemma_demo.model_cache import ModelCache
-from gemma_demo.ui import EXAMPLES_DIR, build_demo
+from gemma_demo.config import AppConfig
+from gemma_demo.ui.login_page import HideApiInfoFromLoginPage
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.ui.layout import EXAMPLES_DIR, build_demo
 
 SHARE_WARNING = """
 ######################################################################

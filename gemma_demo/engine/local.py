@@ -1,6 +1,6 @@
 """Run Gemma 4 in this process with transformers, streaming tokens to each request's reader.
 
-`generate` blocks, so it runs in a worker thread that `gemma_demo.batching` owns; requests
+`generate` blocks, so it runs in a worker thread that `gemma_demo.engine.batching` owns; requests
 that arrive together share one batched call. Two things make this safe: an exception
 inside `generate` reaches every reader of its batch (otherwise they would wait forever)
 and is re-raised to each caller; and closing the iterator (Stop, a closed tab) ends its
@@ -19,13 +19,15 @@ from typing import Any
 
 import torch
 
-from gemma_demo.batching import END, Batch, BatchScheduler, Request, next_tokens, run_generate
-from gemma_demo.engine import Message, Stats, Update, check_capabilities, with_system_prompt
+from gemma_demo.engine.batching.generate import run_generate
+from gemma_demo.engine.batching.requests import END, Batch, Request
+from gemma_demo.engine.batching.scheduler import BatchScheduler, next_tokens
+from gemma_demo.engine.base import Message, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.errors import GenerationError, InvalidInputError
 from gemma_demo.media.audio import padded_for_model
-from gemma_demo.reasoning import split_reasoning
-from gemma_demo.registry import ModelCapabilities
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.reasoning import split_reasoning
+from gemma_demo.engine.registry import ModelCapabilities
+from gemma_demo.engine.settings import GenerationSettings
 
 JOIN_TIMEOUT_S = 30.0
 # Updates go out at most this often (the first at once, the last at the end). A fast model

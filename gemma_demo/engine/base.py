@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from gemma_demo.errors import CapabilityError
-from gemma_demo.registry import ModelCapabilities
-from gemma_demo.settings import GenerationSettings
+from gemma_demo.engine.registry import ModelCapabilities
+from gemma_demo.engine.settings import GenerationSettings
 
 Message = dict[str, Any]
 

@@ -1,0 +1,68 @@
+"""The one `generate` call for a batch: each row streams to its request and stops on its own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from gemma_demo.engine.batching.requests import Batch
+from gemma_demo.engine.batching.tensors import merge_inputs
+
+
+class _RowStreamer(BaseStreamer):
+    """Hands row i's new token to request i; `generate` calls `put` with the prompt first."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        now = time.perf_counter()
+        if self.batch.first_token_at is None:
+            self.batch.first_token_at = now
+        self.batch.steps += 1
+        for request, token in zip(self.batch.requests, value.reshape(-1).tolist()):
+            request.receive(token, now)
+
+    def end(self) -> None:
+        if not self.batch.ending_to_take_more:
+            for request in self.batch.requests:
+                request.finish()
+
+
+class _RowStops(StoppingCriteria):
+    """Ends each row on its own (Stop pressed, its reader gone, its token budget spent), or
+    every row at once when the batch should start again with requests that arrived since."""
+
+    def __init__(self, batch: Batch, take_more: Callable[[Batch], bool]):
+        self.batch = batch
+        self.take_more = take_more
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        if self.take_more(self.batch):
+            self.batch.ending_to_take_more = True
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = [not request.wanted() for request in self.batch.requests]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def run_generate(model, batch: Batch, pad_token_id: int, take_more: Callable[[Batch], bool] = lambda b: False) -> None:
+    """The one `generate` call for a batch, streaming each row to its request."""
+    requests = batch.requests
+    inputs = merge_inputs([r.inputs for r in requests], pad_token_id).to(model.device)
+    with torch.inference_mode():
+        model.generate(
+            **inputs,
+            max_new_tokens=max(r.max_new_tokens - r.new_tokens for r in requests),
+            streamer=_RowStreamer(batch),
+            stopping_criteria=StoppingCriteriaList([_RowStops(batch, take_more)]),
+            pad_token_id=pad_token_id,
+            **requests[0].generation,
+        )

@@ -1,0 +1,101 @@
+"""A request's place in a batch and the batch's own state: tokens received, timings, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from queue import SimpleQueue
+from typing import Any
+
+import torch
+from transformers import BatchFeature
+
+from gemma_demo.engine.batching.tensors import SEQUENCE_PADDING, media_shapes
+
+MAX_BATCH = 8
+MAX_CARRY_OVERS = 2
+
+END = object()
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt's place in a batch; its reader takes token ids (then `END` or an error) from `tokens`."""
+
+    inputs: BatchFeature
+    generation: dict[str, Any]
+    max_new_tokens: int
+    end_ids: frozenset[int]
+    stop: threading.Event = field(default_factory=threading.Event)
+    tokens: SimpleQueue = field(default_factory=SimpleQueue)
+    new_tokens: int = 0
+    first_token_at: float | None = None
+    finished: bool = False
+    batch: Batch | None = None
+    generated: list[int] = field(default_factory=list)
+    carry_overs: int = 0
+    batch_key: tuple = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Requests with equal keys can share a `generate` call.
+        self.batch_key = tuple(sorted(self.generation.items())), media_shapes(self.inputs)
+
+    def receive(self, token: int, now: float) -> None:
+        if not self.wanted():
+            self.finish()
+            return
+        self.new_tokens += 1
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.generated.append(token)
+        self.tokens.put(token)
+        if token in self.end_ids or self.new_tokens >= self.max_new_tokens:
+            self.finish()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.tokens.put(END if error is None else error)
+
+    def wanted(self) -> bool:
+        return not (self.finished or self.stop.is_set())
+
+    def carry_over(self) -> None:
+        """Make the tokens generated so far part of the prompt, so a new batch goes on from there."""
+        ids = torch.tensor([self.generated], dtype=self.inputs["input_ids"].dtype)
+        inputs = dict(self.inputs)
+        for name in SEQUENCE_PADDING.keys() & inputs.keys():
+            extra = ids if name == "input_ids" else torch.full_like(ids, int(name == "attention_mask"))
+            inputs[name] = torch.cat([inputs[name], extra], dim=1)
+        self.inputs, self.generated = BatchFeature(inputs), []
+        self.carry_overs += 1
+
+
+@dataclass(eq=False)
+class Batch:
+    requests: list[Request]
+    thread: threading.Thread | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    steps: int = 0
+    ending_to_take_more: bool = False
+
+    def over(self) -> bool:
+        return all(not request.wanted() for request in self.requests)
+
+    def worth_restarting(self) -> bool:
+        """Would prefilling this batch again cost less than waiting for it to end?
+
+        Both are estimated from this batch's own timings: its prefill, scaled by how much
+        longer the prompts have grown, against its mean step times the largest budget left.
+        """
+        rows = [r for r in self.requests if r.wanted()]
+        if not rows or self.first_token_at is None or self.steps < 2 or len(rows) >= MAX_BATCH:
+            return False
+        if any(r.carry_overs >= MAX_CARRY_OVERS for r in rows):
+            return False
+        prompt = max(int(r.inputs["input_ids"].shape[1]) for r in rows)
+        prefill_again = (self.first_token_at - self.started_at) * (prompt + self.steps) / prompt
+        step = (time.perf_counter() - self.first_token_at) / (self.steps - 1)
+        return prefill_again < step * max(r.max_new_tokens - r.new_tokens for r in rows)

@@ -1,0 +1,144 @@
+"""Which requests run together, and when: the policy described in the package docstring."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from queue import Empty
+from typing import Any
+
+from gemma_demo.engine.batching.requests import END, MAX_BATCH, Batch, Request
+
+GATHER_S = 0.25
+QUEUE_PATIENCE_S = 1.0
+
+
+class BatchScheduler:
+    """Queues requests for one model and runs them as batches, each batch in a fresh thread.
+
+    Threads live only while there is work, so an unused model holds no thread and can be
+    freed; a reader whose batch is over can join its thread. `generate_batch(batch, take_more)`
+    is the model call; it ends early when `take_more(batch)` says so.
+    """
+
+    def __init__(self, name: str, generate_batch: Callable[[Batch, Callable[[Batch], bool]], None]):
+        self.name = name
+        self.generate_batch = generate_batch
+        self._lock = threading.Condition()
+        self._waiting: list[Request] = []
+        self._preparing = 0
+        self._running = 0
+
+    @contextmanager
+    def arriving(self) -> Iterator[Callable[[Request], None]]:
+        """Announce a request while its inputs are built; call the yielded function to queue it."""
+        submitted = False
+
+        def submit(request: Request) -> None:
+            nonlocal submitted
+            with self._lock:
+                self._preparing -= 1
+                submitted = True
+                self._waiting.append(request)
+                if not self._running:
+                    self._start_batch_thread()
+                self._lock.notify_all()
+
+        with self._lock:
+            self._preparing += 1
+        try:
+            yield submit
+        finally:
+            if not submitted:
+                with self._lock:
+                    self._preparing -= 1
+                    self._lock.notify_all()
+
+    def hurry(self, request: Request) -> None:
+        """Start a batch beside the running ones for a request that has waited long enough."""
+        with self._lock:
+            if request in self._waiting:
+                self._start_batch_thread()
+
+    def take_more(self, batch: Batch) -> bool:
+        """Should `batch` stop and start again with the compatible requests waiting now?"""
+        if not self._waiting:
+            return False
+        with self._lock:
+            key = batch.requests[0].batch_key
+            joining = any(r.batch_key == key and not r.stop.is_set() for r in self._waiting)
+            return joining and batch.worth_restarting()
+
+    def _start_batch_thread(self) -> None:
+        self._running += 1
+        threading.Thread(target=self._run_one_batch, name=f"generate-{self.name}", daemon=True).start()
+
+    def _run_one_batch(self) -> None:
+        """Run the next batch, then hand what waits to a fresh thread, so readers can join this one."""
+        with self._lock:
+            batch = self._take_batch()
+        if batch is not None:
+            batch.thread = threading.current_thread()
+            for request in batch.requests:
+                request.batch = batch
+            self._run(batch)
+        with self._lock:
+            self._running -= 1
+            if batch is not None and self._waiting:
+                self._start_batch_thread()
+
+    def _take_batch(self) -> Batch | None:
+        """The oldest waiting request and those that can share its batch; waits for late arrivals first."""
+        give_up = time.monotonic() + GATHER_S
+        while self._preparing and time.monotonic() < give_up:
+            self._lock.wait(give_up - time.monotonic())
+        for request in [r for r in self._waiting if r.stop.is_set()]:
+            self._waiting.remove(request)
+            request.finish()
+        if not self._waiting:
+            return None
+        key = self._waiting[0].batch_key
+        chosen = [r for r in self._waiting if r.batch_key == key][:MAX_BATCH]
+        self._waiting = [r for r in self._waiting if r not in chosen]
+        return Batch(chosen)
+
+    def _run(self, batch: Batch) -> None:
+        try:
+            self.generate_batch(batch, self.take_more)
+        except BaseException as error:  # noqa: BLE001 - handed to every reader of the batch
+            for request in batch.requests:
+                request.finish(error)
+        finally:
+            going_on = [r for r in batch.requests if r.wanted()] if batch.ending_to_take_more else []
+            for request in batch.requests:
+                if request in going_on:
+                    request.carry_over()
+                else:
+                    request.finish()
+            # Requests and their batch point at each other; breaking the cycle frees the
+            # prompts' tensors as soon as their readers let go, not at the next full GC.
+            batch.requests = []
+            with self._lock:
+                self._waiting[:0] = going_on
+
+
+def next_tokens(request: Request, scheduler: BatchScheduler, collect_until: float) -> list[Any]:
+    """Block for what `request` has received, collecting until `collect_until` (monotonic) or its end.
+
+    A request still waiting for a batch after `QUEUE_PATIENCE_S` is hurried.
+    """
+    while True:
+        try:
+            items = [request.tokens.get(timeout=None if request.batch is not None else QUEUE_PATIENCE_S)]
+            break
+        except Empty:
+            scheduler.hurry(request)
+    while items[-1] is not END and not isinstance(items[-1], BaseException):
+        remaining = collect_until - time.monotonic()
+        try:
+            items.append(request.tokens.get(timeout=remaining) if remaining > 0 else request.tokens.get_nowait())
+        except Empty:
+            break
+    return items

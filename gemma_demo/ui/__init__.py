@@ -1,0 +1,5 @@
+"""The Gradio app: `layout` places components and wires events, `handlers` map task results to
+outputs, `endpoints` wraps handlers into named API endpoints (settings, model, errors, Stop),
+`settings` is the shared settings panel, `server` launches, `login_page` and `components`
+adjust Gradio. Imports `tasks`, `engine`, `media` and `config`; never `cli`.
+"""
