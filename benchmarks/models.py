@@ -16,7 +16,7 @@ from transformers import Gemma4Config, Gemma4ForCausalLM, Gemma4ForConditionalGe
 from transformers.initialization import no_init_weights
 
 from benchmarks.common import CACHE_DIR
-from reference_configs import REFERENCE_CONFIGS
+from benchmarks.reference_configs import REFERENCE_CONFIGS
 from gemma_demo.tiny.model import build_config, build_processor
 
 # E2B's layout (per-layer embeddings, KV sharing, double-wide MLP) at ~133M parameters,

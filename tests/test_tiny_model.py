@@ -49,3 +49,18 @@ def test_text_round_trips_through_the_tokenizer(tmp_path):
     tokenizer = AutoProcessor.from_pretrained(build_tiny_model(tmp_path, "e2b")).tokenizer
     text = 'Boxes: [{"box_2d": [10, 20, 300, 400], "label": "cat"}] — naïve 日本語 ✓'
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+
+def test_a_cached_tiny_model_is_rebuilt_when_its_builder_changes(tmp_path, monkeypatch):
+    from gemma_demo.tiny import model as tiny
+
+    builds = []
+    real_build = tiny.build_tiny_model
+    monkeypatch.setattr(tiny, "build_tiny_model", lambda *args: builds.append(args) or real_build(*args))
+    tiny.ensure_tiny_model("e2b", tmp_path)
+    tiny.ensure_tiny_model("e2b", tmp_path)
+    assert len(builds) == 1, "an unchanged builder reuses the cached checkpoint"
+    monkeypatch.setattr(tiny, "builder_fingerprint", lambda: "a later builder")
+    tiny.ensure_tiny_model("e2b", tmp_path)
+    assert len(builds) == 2

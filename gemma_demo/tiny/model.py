@@ -10,10 +10,12 @@ path is not.
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     Gemma4AudioConfig,
     Gemma4AudioFeatureExtractor,
@@ -30,8 +32,11 @@ from transformers import (
 from gemma_demo.tiny.tokenizer import build_tokenizer
 
 CHAT_TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
+# The one line in which the big family's template differs (see the template's header).
+_BIG_FAMILY_FLAG_OFF = "{%- set empty_thought_when_not_thinking = false -%}"
 DEFAULT_TINY_DIR = Path.home() / ".cache" / "gemma_demo" / "tiny"
 TINY_ROOT_ENV = "GEMMA_DEMO_TINY_ROOT"
+BUILD_MARKER = "tiny-build.sha256"
 SEED = 0
 
 # Declarative parser template for `processor.parse_response` (the format transformers' own
@@ -61,8 +66,9 @@ def _text_config(variant: TinyVariant, vocab_size: int, special: dict[str, int])
         intermediate_size=128,
         num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=16,
-        global_head_dim=32,
+        # vLLM's CPU attention takes head sizes 32, 64, 80, … only; 16 kills its engine.
+        head_dim=32,
+        global_head_dim=64,
         sliding_window=64,
         final_logit_softcapping=30.0,
         pad_token_id=special["<pad>"],
@@ -109,6 +115,7 @@ def _vision_config() -> Gemma4VisionConfig:
         head_dim=16,
         patch_size=16,
         pooling_kernel_size=3,
+        default_output_length=280,  # as the published configs; vLLM refuses a config without it
     )
 
 
@@ -123,7 +130,17 @@ def _audio_config() -> Gemma4AudioConfig:
     )
 
 
-def build_processor() -> Gemma4Processor:
+def chat_template(variant: TinyVariant | str = TinyVariant.E2B) -> str:
+    """The small-family template (E2B/E4B) for `e2b`, the big-family one (12B, 26B-A4B, 31B) otherwise."""
+    template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
+    if TinyVariant(variant) is TinyVariant.E2B:
+        return template
+    if template.count(_BIG_FAMILY_FLAG_OFF) != 1:
+        raise RuntimeError(f"{CHAT_TEMPLATE_PATH.name} must keep the line {_BIG_FAMILY_FLAG_OFF!r}")
+    return template.replace(_BIG_FAMILY_FLAG_OFF, _BIG_FAMILY_FLAG_OFF.replace("false", "true"))
+
+
+def build_processor(variant: TinyVariant | str = TinyVariant.E2B) -> Gemma4Processor:
     tokenizer = build_tokenizer()
     tokenizer.response_template = GEMMA4_RESPONSE_TEMPLATE
     return Gemma4Processor(
@@ -131,7 +148,7 @@ def build_processor() -> Gemma4Processor:
         image_processor=Gemma4ImageProcessor(),
         tokenizer=tokenizer,
         video_processor=Gemma4VideoProcessor(),
-        chat_template=CHAT_TEMPLATE_PATH.read_text(encoding="utf-8"),
+        chat_template=chat_template(variant),
     )
 
 
@@ -140,7 +157,7 @@ def build_config(variant: TinyVariant | str, processor: Gemma4Processor) -> Gemm
     tokenizer = processor.tokenizer
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<bos>", "<eos>", "<turn|>")})
-    return Gemma4Config(
+    config = Gemma4Config(
         text_config=_text_config(variant, len(tokenizer), ids),
         vision_config=_vision_config(),
         audio_config=_audio_config() if variant is TinyVariant.E2B else None,
@@ -154,36 +171,78 @@ def build_config(variant: TinyVariant | str, processor: Gemma4Processor) -> Gemm
         audio_token_id=ids["<|audio|>"],
         tie_word_embeddings=True,
     )
+    return _with_published_flags(config, variant, [ids["<eos>"], ids["<turn|>"]])
+
+
+def _with_published_flags(config: Gemma4Config, variant: TinyVariant, eos_ids: list[int]) -> Gemma4Config:
+    """Switch on the code paths the published checkpoints take but the config defaults leave off.
+
+    Every real vision tower clips its linears; 26B-A4B and 31B also standardise the soft tokens
+    and let image tokens attend to each other both ways (a different mask in transformers).
+    The top-level end ids are the published `[<eos>, <turn|>]`.
+    """
+    config.vision_config.use_clipped_linears = True
+    if variant is not TinyVariant.E2B:
+        config.vision_config.standardize = True
+        config.text_config.use_bidirectional_attention = "vision"
+    config.eos_token_id = eos_ids
+    return config
 
 
 def build_tiny_model(directory: str | Path, variant: TinyVariant | str = TinyVariant.E2B) -> Path:
     """Write a tiny Gemma 4 checkpoint (config, weights, processor) to `directory`."""
     variant = TinyVariant(variant)
     directory = Path(directory)
-    processor = build_processor()
+    processor = build_processor(variant)
     config = build_config(variant, processor)
     torch.manual_seed(SEED)
     model = Gemma4ForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-        do_sample=True,
-        temperature=1.0,
-        top_p=0.95,
-        top_k=64,
-    )
+    model.generation_config = model_card_generation_config(config.text_config, processor.tokenizer)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
 
 
+def model_card_generation_config(text_config, tokenizer) -> GenerationConfig:
+    """The published `generation_config.json`: sample at 1.0 / 0.95 / 64, end on `<eos>`,
+    `<turn|>` and `<|tool_response>` (a tool call waits for its result)."""
+    return GenerationConfig(
+        bos_token_id=text_config.bos_token_id,
+        eos_token_id=[*text_config.eos_token_id, tokenizer.convert_tokens_to_ids("<|tool_response>")],
+        pad_token_id=text_config.pad_token_id,
+        do_sample=True,
+        temperature=1.0,
+        top_p=0.95,
+        top_k=64,
+    )
+
+
 def ensure_tiny_model(variant: TinyVariant | str = TinyVariant.E2B, root: Path | None = None) -> Path:
-    """The tiny checkpoint for `variant`, built once and reused from the cache folder."""
-    variant = TinyVariant(variant)
+    """The tiny checkpoint for `variant` (or `unified`, the 12B), built once and reused from the cache folder.
+
+    Rebuilt when the builder, its tokenizer or its chat template changed since, so a cached
+    model never renders an old prompt format.
+    """
+    from gemma_demo.tiny.unified import UNIFIED, build_unified_model
+
+    name = UNIFIED if variant == UNIFIED else TinyVariant(variant).value
     root = root or Path(os.environ.get(TINY_ROOT_ENV, DEFAULT_TINY_DIR))
-    directory = root / variant.value
-    if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
-        build_tiny_model(directory, variant)
+    directory = root / name
+    marker = directory / BUILD_MARKER
+    if not marker.exists() or marker.read_text(encoding="utf-8") != builder_fingerprint():
+        if name == UNIFIED:
+            build_unified_model(directory)
+        else:
+            build_tiny_model(directory, name)
+        marker.write_text(builder_fingerprint(), encoding="utf-8")
     return directory
+
+
+def builder_fingerprint() -> str:
+    """A hash of every file that decides what a tiny checkpoint holds."""
+    digest = hashlib.sha256(transformers.__version__.encode())
+    for path in sorted(Path(__file__).parent.iterdir()):
+        if path.suffix in (".py", ".jinja"):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
