@@ -4,11 +4,14 @@ Tasks hand over the same messages as to the local engine, with decoded media (PI
 16 kHz float arrays, sampled video frames); `encode` turns them into the content parts
 every such server reads.
 
-vLLM takes a per-request image budget (`mm_processor_kwargs`), `top_k`, and
-`skip_special_tokens` (keeping the `<|channel>` markers, so thinking stays separable even
-without `--reasoning-parser gemma4`); transformers serve refuses unknown fields with HTTP
-422. Such a refusal is safe to answer by sending the request again without them (nothing
-was generated), and the backend then stops sending them to that server.
+vLLM takes a per-request image budget (`mm_processor_kwargs`, with the server's
+`--trust-request-mm-kwargs`), `top_k`, `skip_special_tokens` (keeping the `<|channel>`
+markers, so thinking stays separable even without `--reasoning-parser gemma4`, which sends
+it in the delta's `reasoning` field instead) and a video as one item of sampled frames
+(`media_io_kwargs`, see `encode`). transformers serve refuses unknown fields with HTTP 422.
+Such a refusal is safe to answer by sending the request again without them (nothing was
+generated), and the backend then stops sending them to that server. vLLM's own refusals
+(prompt too long, no audio tower, too many images) are told by `refusals`.
 
 The client may retry connecting (the server restarting, a load balancer between replicas)
 but never a stream that has started: that would repeat work and text. Closing the update
@@ -22,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -32,9 +35,17 @@ from gemma_demo.engine.base import Message, Stats, Update, check_capabilities, w
 from gemma_demo.errors import GemmaDemoError, GenerationError, InvalidInputError, ModelUnavailableError
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.reasoning import split_reasoning
-from gemma_demo.engine.remote.encode import content_parts, to_openai_messages
+from gemma_demo.engine.remote.encode import (
+    VideoForm,
+    content_parts,
+    to_openai_messages,
+    video_io_kwargs,
+    videos_in,
+)
+from gemma_demo.engine.remote.refusals import explain_refusal
 from gemma_demo.engine.registry import ModelCapabilities, capabilities_for_name, find_known
 from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.engine.tool_syntax import ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +57,7 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 300.0
 MODEL_LIST_TIMEOUT_S = 5.0
 MAX_LISTED_MODELS = 10
-VLLM_ONLY_FIELDS = ("mm_processor_kwargs", "top_k", "skip_special_tokens")
+VLLM_ONLY_FIELDS = ("mm_processor_kwargs", "top_k", "skip_special_tokens", "media_io_kwargs")
 BAD_REQUEST_STATUSES = (400, 422)
 AUTH_STATUSES = (401, 403)
 HTTP_NOT_FOUND = 404
@@ -95,7 +106,7 @@ class OpenAIBackend:
         check_capabilities(messages, self.capabilities, self.name)
         messages = with_system_prompt(messages, settings)
         state = StreamState(started=time.perf_counter())
-        response = self._open(to_openai_messages(messages), settings, visual_budget(messages, settings))
+        response = self._open(messages, settings)
         try:
             for chunk in self._chunks(response):
                 if state.add(chunk):
@@ -104,11 +115,9 @@ class OpenAIBackend:
         finally:
             response.close()
 
-    def _open(
-        self, messages: list[dict[str, Any]], settings: GenerationSettings, budget: int | None
-    ) -> openai.Stream[ChatCompletionChunk]:
+    def _open(self, messages: list[Message], settings: GenerationSettings) -> openai.Stream[ChatCompletionChunk]:
         try:
-            return self._create(messages, settings, budget)
+            return self._create(messages, settings)
         except openai.APIStatusError as error:
             if not (self.send_vllm_fields and refuses_vllm_fields(error)):
                 raise self.explain(error) from error
@@ -116,13 +125,17 @@ class OpenAIBackend:
             raise self.explain(error) from error
         log.warning("%s refuses vLLM's fields %s; sending without them", self.server, VLLM_ONLY_FIELDS)
         self.send_vllm_fields = False
-        return self._open(messages, settings, budget)
+        return self._open(messages, settings)
 
-    def _create(
-        self, messages: list[dict[str, Any]], settings: GenerationSettings, budget: int | None
-    ) -> openai.Stream[ChatCompletionChunk]:
-        options = request_options(settings, budget, self.send_vllm_fields)
-        return self.client.chat.completions.create(model=self.name, messages=messages, stream=True, **options)
+    def _create(self, messages: list[Message], settings: GenerationSettings) -> openai.Stream[ChatCompletionChunk]:
+        # vLLM takes one set of `media_io_kwargs` per request, so only a lone video goes as a video.
+        videos = videos_in(messages)
+        form = VideoForm.JPEG_LIST if self.send_vllm_fields and len(videos) == 1 else VideoForm.FRAMES
+        video_io = video_io_kwargs(videos[0]) if form is VideoForm.JPEG_LIST else None
+        options = request_options(settings, visual_budget(messages, settings), self.send_vllm_fields, video_io)
+        return self.client.chat.completions.create(
+            model=self.name, messages=to_openai_messages(messages, form), stream=True, **options
+        )
 
     def _chunks(self, response: openai.Stream[ChatCompletionChunk]) -> Iterator[ChatCompletionChunk]:
         """The stream's chunks, with a failure part-way told as a `GenerationError`."""
@@ -138,6 +151,12 @@ class OpenAIBackend:
 
     def explain(self, error: openai.APIError, streaming: bool = False) -> GemmaDemoError:
         """The failure as a message that says what happened and what to do."""
+        if isinstance(error, openai.APITimeoutError) and streaming:
+            return GenerationError(
+                f"The model server at {self.server} went silent during the answer. It may have been "
+                "stopped (vLLM keeps a stream open while it shuts down) or be overloaded; check it "
+                "and try again."
+            )
         if isinstance(error, openai.APITimeoutError):
             return GenerationError(
                 f"The model server at {self.server} sent nothing for too long. It may be overloaded "
@@ -185,6 +204,9 @@ class OpenAIBackend:
                 f"The model server at {self.server} failed (HTTP {status}: {detail}). "
                 "Try again; if it repeats, look at the server's log."
             )
+        refusal = explain_refusal(detail, self.name) if status in BAD_REQUEST_STATUSES else None
+        if refusal is not None:
+            return refusal
         if status in BAD_REQUEST_STATUSES:
             return InvalidInputError(
                 f"The model server refused the request: {detail}. If it is about size, use fewer "
@@ -216,6 +238,7 @@ class StreamState:
     first_text_at: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def add(self, chunk: ChatCompletionChunk) -> bool:
         """Fold one chunk in; True when it brought text worth showing."""
@@ -226,6 +249,12 @@ class StreamState:
         for choice in chunk.choices:
             thought = reasoning_delta(choice.delta)
             said = choice.delta.content or ""
+            for call in choice.delta.tool_calls or ():
+                slot = self.calls.setdefault(call.index, {"name": "", "arguments": ""})
+                if call.function is not None:
+                    slot["name"] += call.function.name or ""
+                    slot["arguments"] += call.function.arguments or ""
+                brought_text = True
             self.reasoning += thought
             self.content += said
             if thought or said:
@@ -246,20 +275,39 @@ class StreamState:
             time_to_first_token=None if first is None else first - self.started,
             elapsed=time.perf_counter() - self.started,
         )
-        return Update(answer=split.answer, reasoning=reasoning, stats=stats, done=done)
+        calls = tuple(server_call(self.calls[index], done) for index in sorted(self.calls))
+        return Update(answer=split.answer, reasoning=reasoning, stats=stats, done=done, tool_calls=calls)
+
+
+def server_call(call: dict[str, str], done: bool) -> ToolCall:
+    """A call the server parsed: its arguments arrive as a JSON text, possibly in pieces."""
+    try:
+        arguments = json.loads(call["arguments"] or "{}")
+    except json.JSONDecodeError:
+        if not done:
+            return ToolCall(call["name"], complete=False, error="the call is still arriving")
+        return ToolCall(call["name"], error=f"unreadable arguments: {call['arguments'][:200]}")
+    if not isinstance(arguments, dict):
+        return ToolCall(call["name"], error="the arguments are not an object")
+    return ToolCall(call["name"], arguments)
 
 
 def reasoning_delta(delta: Any) -> str:
     """vLLM sends `reasoning` (formerly `reasoning_content`); transformers serve `reasoning_content`."""
-    for field in ("reasoning", "reasoning_content"):
-        value = getattr(delta, field, None)
+    for name in ("reasoning", "reasoning_content"):
+        value = getattr(delta, name, None)
         if isinstance(value, str) and value:
             return value
     return ""
 
 
-def request_options(settings: GenerationSettings, budget: int | None, vllm_fields: bool) -> dict[str, Any]:
-    """Everything of a chat request but the model and messages; greedy is temperature 0."""
+def request_options(
+    settings: GenerationSettings, budget: int | None, vllm_fields: bool, video_io: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything of a chat request but the model and messages; greedy is temperature 0.
+
+    `video_io` is the `media_io_kwargs` of a video sent in vLLM's form (`encode.video_io_kwargs`).
+    """
     extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": settings.thinking}}
     options: dict[str, Any] = {
         "max_tokens": settings.max_new_tokens,
@@ -274,7 +322,17 @@ def request_options(settings: GenerationSettings, budget: int | None, vllm_field
         extra["skip_special_tokens"] = False
         if budget is not None:
             extra["mm_processor_kwargs"] = {"max_soft_tokens": budget}
+        if video_io is not None:
+            extra["media_io_kwargs"] = video_io
     options["extra_body"] = extra
+    if settings.tools:
+        # vLLM parses Gemma 4's calls itself with `--enable-auto-tool-choice --tool-call-parser gemma4`.
+        options["tools"] = list(settings.tools)
+    if settings.json_schema is not None:
+        options["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": settings.json_schema, "strict": True},
+        }
     return options
 
 
