@@ -101,6 +101,45 @@ def draw_table(draw: ImageDraw.ImageDraw, origin: tuple[int, int], rows: list[tu
             draw.text((x + 16, y + 14), cell, font=font(26), fill=0)
 
 
+QUARTERS = (("Q1", 1.1), ("Q2", 1.4), ("Q3", 1.3), ("Q4", 1.8))
+REPORT_TEXT = (
+    "Summary. Revenue rose in every quarter but the third, when the West office moved. "
+    "The second quarter brought the largest new contract of the year. Staff grew from 48 "
+    "to 61 people. The board approved two new offices for next year, in Lyon and in Porto."
+)
+
+
+def make_report_pdf(path: Path) -> None:
+    """A 3-page PDF for the chat: a table, a chart and plain text. Pillow writes pages as
+    pictures, so this PDF has no text layer: "text layer" on it finds nothing."""
+    table = Image.new("L", (850, 1100), 255)
+    draw = ImageDraw.Draw(table)
+    draw.text((60, 60), "Annual Report 2025", font=font(48), fill=0)
+    draw.text((60, 140), "Revenue by quarter", font=font(30), fill=0)
+    draw_table(draw, (60, 200), [("Quarter", "Revenue", "Offices"),
+                                 *((q, f"${value:.1f}M", str(3 + i)) for i, (q, value) in enumerate(QUARTERS))])
+    chart = Image.new("L", (850, 1100), 255)
+    draw = ImageDraw.Draw(chart)
+    draw.text((60, 60), "Revenue by quarter ($M)", font=font(36), fill=0)
+    draw.line((100, 700, 760, 700), fill=0, width=3)
+    for i, (quarter, value) in enumerate(QUARTERS):
+        left = 140 + i * 160
+        draw.rectangle((left, 700 - value * 250, left + 100, 700), fill=90)
+        draw.text((left + 30, 720), quarter, font=font(28), fill=0)
+        draw.text((left + 20, 700 - value * 250 - 40), f"{value:.1f}", font=font(26), fill=0)
+    text = Image.new("L", (850, 1100), 255)
+    draw = ImageDraw.Draw(text)
+    draw.text((60, 60), "Notes", font=font(40), fill=0)
+    words, line, y = REPORT_TEXT.split(), "", 140
+    for word in words:
+        if len(line) + len(word) > 48:
+            draw.text((60, y), line, font=font(28), fill=0)
+            line, y = "", y + 44
+        line = f"{line} {word}".strip()
+    draw.text((60, y), line, font=font(28), fill=0)
+    table.save(path, save_all=True, append_images=[chart, text], resolution=100)
+
+
 def make_sketch(path: Path) -> None:
     """A hand-drawn-style wireframe of a sign-up page, for image to HTML."""
     image = Image.new("L", (800, 600), 255)
@@ -177,6 +216,7 @@ def main() -> None:
     make_sketch(HERE / "sketch.png")
     make_speech(HERE / "speech.wav")
     make_clip(HERE / "clip.mp4")
+    make_report_pdf(HERE / "report.pdf")
 
 
 if __name__ == "__main__":
