@@ -1,0 +1,133 @@
+"""A tool: a plain Python function, its JSON schema, and how one call of it is run and reported.
+
+Tools are plain functions with Google-style docstrings; `transformers.utils.get_json_schema`
+turns them into the schema the chat template renders as `<|tool>declaration:…<tool|>`.
+What a tool needs beyond its arguments (the model, the conversation's uploads, a cancel
+flag) comes from `ToolContext`, set for the worker thread that runs the call, so the
+function's signature shows the model only its own arguments.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import get_json_schema
+
+from gemma_demo.engine.base import Backend
+from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.engine.tool_syntax import ToolCall
+from gemma_demo.errors import GemmaDemoError
+
+DEFAULT_TOOL_TIMEOUT_S = 60.0
+# A result longer than this (as text) is cut before it reaches the model's context.
+MAX_RESULT_CHARS = 8000
+
+
+class ToolError(GemmaDemoError):
+    """A tool could not do what it was asked; the message goes back to the model."""
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a tool returns: data for the model, pictures for the person reading the chat."""
+
+    data: dict[str, Any]
+    images: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """The conversation a call belongs to: its model, settings, uploads and Stop flag."""
+
+    backend: Backend | None = None
+    settings: GenerationSettings = GenerationSettings()
+    attachments: tuple[Path, ...] = ()
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+_CONTEXT: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tool_context")
+
+
+def current_context() -> ToolContext:
+    """The context of the call being run (only inside a tool)."""
+    try:
+        return _CONTEXT.get()
+    except LookupError:
+        raise ToolError("This tool runs only inside a conversation.") from None
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable the model may use, with the JSON schema the chat template declares."""
+
+    name: str
+    function: Callable[..., Any]
+    schema: dict[str, Any]
+
+    @classmethod
+    def from_function(cls, function: Callable[..., Any]) -> Tool:
+        schema = get_json_schema(function)
+        return cls(schema["function"]["name"], function, schema)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """One finished call: what went to the model (`response`) and what the chat shows."""
+
+    call: ToolCall
+    response: dict[str, Any]
+    images: tuple[Any, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return "error" in self.response
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call": self.call.to_json(), "response": self.response, "seconds": round(self.seconds, 3),
+                "images": len(self.images)}
+
+
+def start_call(tool: Tool, call: ToolCall, context: ToolContext) -> Future:
+    """Run the call in a worker thread of its own; the future holds a `ToolOutput` or an error.
+
+    A daemon thread, not a pool: a call that overruns its timeout is abandoned (its Stop flag
+    set, so the app's own tasks stop their model) and must not hold up the next one.
+    """
+    future: Future = Future()
+
+    def work() -> None:
+        _CONTEXT.set(context)
+        try:
+            future.set_result(_as_output(tool.function(**call.arguments)))
+        except BaseException as error:  # noqa: BLE001 - handed to the loop, which tells the model
+            future.set_exception(error)
+
+    threading.Thread(target=work, name=f"tool-{tool.name}", daemon=True).start()
+    return future
+
+
+def _as_output(value: Any) -> ToolOutput:
+    if isinstance(value, ToolOutput):
+        return value
+    return ToolOutput(value if isinstance(value, dict) else {"result": value})
+
+
+def error_result(call: ToolCall, message: str, started: float) -> ToolResult:
+    return ToolResult(call, {"error": message}, seconds=time.perf_counter() - started)
+
+
+def capped(data: dict[str, Any], limit: int = MAX_RESULT_CHARS) -> dict[str, Any]:
+    """`data`, or its text cut to `limit` characters with a note, when it is longer."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    if len(text) <= limit:
+        return data
+    return {"truncated_result": text[:limit], "note": f"The result was cut to {limit} of {len(text)} characters."}

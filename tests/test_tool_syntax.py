@@ -1,0 +1,106 @@
+"""Gemma 4's tool-call syntax: real-format calls, broken ones, and round trips."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gemma_demo.engine.tool_syntax import QUOTE, ToolCall, parse_value, scan_calls, write_call, write_value
+
+Q = QUOTE
+
+
+def test_documented_example():
+    scan = scan_calls(f"<|tool_call>call:get_current_weather{{location:{Q}London{Q}}}<tool_call|>")
+    assert scan.calls == (ToolCall("get_current_weather", {"location": "London"}),)
+    assert scan.text == ""
+
+
+def test_nested_values_numbers_booleans_null():
+    text = (
+        f"<|tool_call>call:plan{{route:{{stops:[{Q}A{Q},{Q}B{Q}],legs:[{{km:12.5,toll:true}},{{km:-3,toll:false}}]}},"
+        f"count:3,ratio:1e-05,note:null,empty:{{}},none:[]}}<tool_call|>"
+    )
+    (call,) = scan_calls(text).calls
+    assert call.arguments == {
+        "route": {"stops": ["A", "B"], "legs": [{"km": 12.5, "toll": True}, {"km": -3, "toll": False}]},
+        "count": 3, "ratio": 1e-05, "note": None, "empty": {}, "none": [],
+    }
+    assert call.runnable
+
+
+def test_strings_may_hold_braces_commas_colons_and_quotes():
+    tricky = 'a {b}, c: "d" [e] \'f\' } <tool_call|> ,x:1'
+    (call,) = scan_calls(f"<|tool_call>call:say{{text:{Q}{tricky}{Q},n:1}}<tool_call|>").calls
+    assert call.arguments == {"text": tricky, "n": 1}
+
+
+def test_several_calls_and_the_text_around_them():
+    text = (
+        f"Let me check.<|tool_call>call:current_time{{zone:{Q}Europe/Paris{Q}}}<tool_call|>"
+        f"<|tool_call>call:calculate{{expression:{Q}2*(3+4){Q}}}<tool_call|>"
+    )
+    scan = scan_calls(text)
+    assert [c.name for c in scan.calls] == ["current_time", "calculate"]
+    assert scan.calls[1].arguments == {"expression": "2*(3+4)"}
+    assert scan.text == "Let me check."
+
+
+def test_a_call_cut_off_by_the_token_limit_is_reported_not_runnable():
+    scan = scan_calls(f"<|tool_call>call:detect_objects{{image:0,objects:{Q}cat, d")
+    (call,) = scan.calls
+    assert (call.name, call.complete, call.runnable) == ("detect_objects", False, False)
+
+
+def test_a_malformed_complete_call_carries_an_error():
+    (call,) = scan_calls("<|tool_call>call:calculate{expression 2+2}<tool_call|>after").calls
+    assert call.complete and call.error and not call.runnable
+
+
+def test_plain_json_strings_are_read_too():
+    assert parse_value('{"city":"Paris","n":[1,2]}') == {"city": "Paris", "n": [1, 2]}
+
+
+def test_text_after_a_value_is_refused():
+    with pytest.raises(ValueError):
+        parse_value("{a:1} trailing")
+
+
+def test_write_call_matches_the_documented_shape():
+    assert write_call("get_current_weather", {"location": "London"}) == (
+        f"<|tool_call>call:get_current_weather{{location:{Q}London{Q}}}<tool_call|>"
+    )
+
+
+# Strings in the format cannot hold the quote marker itself: nothing escapes it.
+texts = st.text().filter(lambda s: QUOTE not in s)
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4), max_leaves=20
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_any_written_value_parses_back_equal(value):
+    assert parse_value(write_value(value)) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(texts, values, max_size=4), st.text(max_size=20).filter(lambda s: "<|tool_call>" not in s))
+def test_written_calls_scan_back_equal(arguments, before):
+    scan = scan_calls(before + write_call("tool_x", arguments))
+    assert scan.calls == (ToolCall("tool_x", arguments),)
+    assert scan.text == before
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(list('{}[],:"<|>_ ab1-.e\\') + [Q, "<|tool_call>", "<tool_call|>", "call:x", "true"])))
+def test_scanning_never_raises(pieces):
+    scan_calls("".join(pieces))
+
+
+def test_deep_nesting_is_refused_not_recursed():
+    (call,) = scan_calls("<|tool_call>call:x{a:" + "[" * 5000 + "]" * 5000 + "}<tool_call|>").calls
+    assert "nested" in call.error
