@@ -43,7 +43,7 @@ def ask(client, model: str, max_new_tokens: int) -> Answer:
     first: float | None = None
     try:
         job = client.submit(image=handle_file(str(IMAGE)), style="custom", question=QUESTION, model=model,
-                            max_new_tokens=max_new_tokens, thinking="off", sampling=False, api_name="/caption")
+                            max_new_tokens=max_new_tokens, thinking="off", sampling="off", api_name="/caption")
         for text, _reasoning, _stats in job:
             if first is None and text:
                 first = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from benchmarks.common import Row
+from benchmarks.common import Row, Target
 
 HEADER = ("id", "what", "measured", "baseline", "ratio", "target", "result", "note")
 PACKAGES = ("torch", "transformers", "gradio", "gradio_client", "av", "numpy")
@@ -62,21 +63,48 @@ def print_rows(rows: Sequence[Row]) -> None:
     print(table(rows), flush=True)
 
 
-def markdown(rows: Sequence[Row], intro: str, notes: str, elapsed_s: float, quick: bool) -> str:
-    mode = "`--quick`" if quick else "full"
+def markdown(rows: Sequence[Row], intro: str, summary: str, heading: str) -> str:
     return "\n".join([
         "# Benchmarks",
         "",
         intro.strip(),
         "",
-        f"## Results ({mode} run, {elapsed_s / 60:.1f} min)",
+        f"## Results ({heading})",
+        "",
+        summary.strip(),
         "",
         table(rows),
         "",
-        "## Machine",
+        "## Machine of the latest run",
         "",
         *machine_lines(),
         "",
-        notes.strip(),
-        "",
     ])
+
+
+def run_heading(quick: bool, elapsed_s: float, groups: Sequence[str] | None = None, previous: str = "") -> str:
+    """When and how the rows were measured; a partial run names its groups and keeps the old heading."""
+    date = datetime.date.today().isoformat()
+    mode = "`--quick`" if quick else "full"
+    if not groups:
+        return f"{mode} run of {date}, {elapsed_s / 60:.1f} min"
+    return f"{', '.join(groups)} re-measured in a {mode} run of {date}; the other rows from: {previous}"
+
+
+def report_parts(text: str) -> tuple[str, list[Row]]:
+    """The results heading and every row of every table in a report this module wrote."""
+    heading = next((line[len("## Results ("):-1] for line in text.splitlines() if line.startswith("## Results (")), "")
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) != len(HEADER) or cells[0] in ("id", "") or set(cells[0]) <= {"-"}:
+            continue
+        ident, what, measured, baseline, ratio, target, _, note = cells
+        rows.append(Row(ident, what, measured, baseline, float(ratio) if ratio else None, _target(target), note))
+    return heading, rows
+
+
+def _target(text: str) -> Target | None:
+    if not text:
+        return None
+    return Target(float(text[1:].strip().rstrip("×")), at_most=text.startswith("≤"))

@@ -45,17 +45,24 @@ def _stop(process: subprocess.Popen) -> None:
 @contextmanager
 def running_app(model: str = "tiny") -> Iterator[tuple[str, float]]:
     """Yield the app's URL and the seconds it took until `/` answered 200; stop it afterwards."""
+    with running_server([str(APP), "--model", model]) as started:
+        yield started
+
+
+@contextmanager
+def running_server(arguments: list[str]) -> Iterator[tuple[str, float]]:
+    """`python ARGUMENTS --port PORT` until its `/` answers 200: its URL and the seconds that took."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(APP), "--model", model, "--port", str(port)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, *arguments, "--port", str(port)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         while not page_answers(url):
             if process.poll() is not None:
-                raise RuntimeError(f"app.py exited with {process.returncode}:\n{process.stderr.read()[-2000:]}")
+                raise RuntimeError(f"{arguments[0]} exited with {process.returncode}:\n{process.stderr.read()[-2000:]}")
             if time.perf_counter() - started > START_TIMEOUT_S:
-                raise TimeoutError(f"app.py did not answer on {url} within {START_TIMEOUT_S:g} s")
+                raise TimeoutError(f"{arguments[0]} did not answer on {url} within {START_TIMEOUT_S:g} s")
             time.sleep(POLL_S)
         yield url, time.perf_counter() - started
     finally:

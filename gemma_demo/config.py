@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gemma_demo.engine.options import LoadOptions
-from gemma_demo.engine.registry import DEFAULT_MODEL
+from gemma_demo.engine.registry import DEFAULT_MODEL, canonical_name, family
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -31,6 +31,16 @@ class AppConfig:
     auth: tuple[str, str] | None = None
     max_file_size: str = DEFAULT_MAX_FILE_SIZE
     mcp: bool = False
+    # Besides `model`, the checkpoints visitors may switch the shared model to (`--models`).
+    models: tuple[str, ...] = ()
+    # MCP servers whose tools the agent may call (`--mcp-server`); only the operator sets them.
+    mcp_servers: tuple[str, ...] = ()
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        """The start-up model first, then the others `--models` allows, each once."""
+        names = (canonical_name(self.model), *(canonical_name(name) for name in self.models))
+        return tuple(dict.fromkeys(names))
 
     @property
     def share_without_auth(self) -> bool:
@@ -55,19 +65,49 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def parse_models(value: str | None) -> tuple[str, ...]:
+    """`--models`: a comma-separated list, or `all` for the whole known family."""
+    if not value:
+        return ()
+    if value.strip().lower() == "all":
+        return family()
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     """Flags shared by the app and the CLI: which model, where it runs."""
     get = functools.partial(_env_value, env)
     parser.add_argument("--model", default=get("MODEL", DEFAULT_MODEL),
-                        help="E2B, E4B, 26B-A4B, 31B, a Hub id, a local folder, or tiny / tiny-moe / tiny-dense")
+                        help="E2B, E4B, 12B, 26B-A4B, 31B, a Hub id, a local folder, or tiny / tiny-moe / tiny-dense / tiny-unified")
     parser.add_argument("--backend", choices=("local", "openai"), default=get("BACKEND", "local"),
                         help="local: transformers in this process; openai: an OpenAI-compatible server")
     parser.add_argument("--base-url", default=get("BASE_URL"), help="server URL for --backend openai")
     parser.add_argument("--api-key", default=get("API_KEY"), help="API key for --backend openai")
     parser.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default=get("DEVICE", "auto"))
     parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default=get("DTYPE", "auto"))
+    parser.add_argument("--draft", default=get("DRAFT", "auto"),
+                        help="speculative decoding: auto (the model's published assistant when it loads), "
+                             "off, or an assistant's folder or Hub id")
     parser.add_argument("--offload", action="store_true", default=_env_flag(get("OFFLOAD")),
                         help="spread the model over GPU, CPU and disk (device_map=auto) for small GPUs")
+    parser.add_argument("--offload-folder", default=get("OFFLOAD_FOLDER"),
+                        help="with --offload: where weights that fit nowhere else go (default: a temporary folder)")
+    parser.add_argument("--max-memory", default=get("MAX_MEMORY"),
+                        help="with --offload: the most the model may take on the device, e.g. 6GiB; "
+                             "the rest goes to CPU memory, then disk")
+
+
+def add_mcp_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--mcp-server URL`, repeatable; without it, the comma-separated `GEMMA_DEMO_MCP_SERVERS`."""
+    parser.add_argument("--mcp-server", dest="mcp_servers", action="append", metavar="URL",
+                        help="an MCP server whose tools the agent may call (streamable HTTP, or SSE for a URL "
+                             "ending in /sse), e.g. http://127.0.0.1:7861/gradio_api/mcp/; repeatable")
+
+
+def mcp_servers_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The flags' servers, or the variable's when no flag is given (a flag wins, as everywhere)."""
+    given = args.mcp_servers or (_env_value(env, "MCP_SERVERS") or "").split(",")
+    return tuple(dict.fromkeys(url.strip() for url in given if url.strip()))
 
 
 def load_options_from(args: argparse.Namespace) -> LoadOptions:
@@ -76,6 +116,9 @@ def load_options_from(args: argparse.Namespace) -> LoadOptions:
         device=args.device,
         dtype=args.dtype,
         offload=args.offload,
+        offload_folder=args.offload_folder,
+        max_memory=args.max_memory,
+        draft=args.draft,
         base_url=args.base_url,
         api_key=args.api_key,
     )
@@ -95,11 +138,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="largest upload, e.g. 200mb")
     parser.add_argument("--mcp", action="store_true", default=_env_flag(get("MCP")),
                         help="also serve every task as an MCP tool")
+    parser.add_argument("--models", type=parse_models, default=parse_models(get("MODELS")),
+                        help="other checkpoints visitors may switch to, comma-separated, or 'all' "
+                             "(default: only --model)")
+    add_mcp_server_arguments(parser)
     return parser
 
 
 def parse_app_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
-    args = build_parser(os.environ if env is None else env).parse_args(argv)
+    env = os.environ if env is None else env
+    args = build_parser(env).parse_args(argv)
     return AppConfig(
         model=args.model,
         load=load_options_from(args),
@@ -109,4 +157,6 @@ def parse_app_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         auth=args.auth,
         max_file_size=args.max_file_size,
         mcp=args.mcp,
+        models=args.models,
+        mcp_servers=mcp_servers_from(args, env),
     )

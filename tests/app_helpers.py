@@ -24,6 +24,8 @@ def serve(tiny_options, **config):
     from gemma_demo.engine.cache import ModelCache
     from gemma_demo.ui.server import launch
 
+    # The other tiny models are allowed too, as tests switch to them (`--models`).
+    config = {"models": ("tiny-moe", "tiny-dense"), **config}
     settings = AppConfig(model="tiny", load=tiny_options, port=free_port(), **config)
     return launch(settings, ModelCache(), prevent_thread_lock=True, quiet=True, share=False)
 

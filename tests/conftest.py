@@ -15,6 +15,11 @@ from gemma_demo.engine.cache import ModelCache  # noqa: E402
 from gemma_demo.engine.options import LoadOptions  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-readme-screenshot", action="store_true",
+                     help="copy the browser tests' screenshots to docs/screenshot.png and docs/chat.png")
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny-models")

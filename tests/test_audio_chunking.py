@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -62,10 +61,12 @@ if ESPEAK is not None:
     SOURCES["espeak"] = speech_clip
 
 
-def test_naive_cuts_would_split_a_beep():
+def test_no_cut_splits_a_beep_where_a_naive_cut_would():
     clip = beep_clip(75.0)
-    assert energy_around(clip, 30.0) > 0.1
-    assert energy_around(clip, 60.0) > 0.1
+    assert energy_around(clip, 30.0) > 0.1 and energy_around(clip, 60.0) > 0.1  # beeps sound at 30 s and 60 s
+    cuts = [chunk.end for chunk in split_audio(clip)[:-1]]
+    assert len(cuts) == 2 and 30.0 not in cuts and 60.0 not in cuts
+    assert all(energy_around(clip, cut) < 0.01 for cut in cuts), cuts
 
 
 def test_75_seconds_of_beeps_make_three_chunks_cut_in_pauses():
@@ -121,15 +122,13 @@ def test_other_sample_rates_report_seconds():
     assert spans == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
 
 
-def test_ten_minutes_split_quickly_into_short_chunks():
+def test_ten_minutes_split_into_short_chunks():
+    """How fast it splits is measured in `benchmarks/` (long_audio), not here."""
     clip = beep_clip(600.0)
-    began = time.perf_counter()
     chunks = split_audio(clip)
-    elapsed = time.perf_counter() - began
     assert len(chunks) >= 20
     assert_contiguous(chunks, clip)
     assert_cuts_well_inside_pauses(chunks, beeps(600.0))
-    assert elapsed < 2.0
 
 
 def test_invalid_arguments_are_refused():

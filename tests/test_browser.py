@@ -7,13 +7,16 @@ generation threads can be watched when Stop is pressed. Two tests swap the model
 scripted backend whose answers are known: a hostile generated page, and the detection
 run that makes the README's screenshot.
 
-Screenshots of each tab go to the test's temporary folder; the README's to `docs/`.
+Screenshots of each tab go to the test's temporary folder, the README's too; only
+`--update-readme-screenshot` copies that one to `docs/screenshot.png`, so a test run
+leaves the work tree as it was.
 Two tests at the end pin bugs found here: empty number fields reach the app as 0.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +32,7 @@ from browser_helpers import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
     FAKE_MICROPHONE_ARGS,
-    SCRIPTED_MODEL,
-    SHAPES_PIXEL_BOXES,
     VIEWPORT,
-    ScriptedBackend,
     block_of,
     labelled_block,
     open_tab,
@@ -43,16 +43,17 @@ from browser_helpers import (  # noqa: E402
     upload,
     wait_for_watch,
 )
-from gemma_demo.engine.options import LoadOptions  # noqa: E402
+from scripted_backend import SHAPES_PIXEL_BOXES, ScriptedBackend, serve_scripted  # noqa: E402
 from gemma_demo.media.audio import is_silent, load_audio  # noqa: E402
 from gemma_demo.media.timing import SAMPLE_RATE  # noqa: E402
 from gemma_demo.engine.cache import ModelCache  # noqa: E402
+from gemma_demo.tasks import caption as caption_task, html_page as html_task  # noqa: E402
 from gemma_demo.tasks.html_page import PREVIEW_TITLE  # noqa: E402
 from gemma_demo.ui.layout import TITLE  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}"),
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(300),
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,10 @@ INPUT = ROOT / "input"
 README_SCREENSHOT = ROOT / "docs" / "screenshot.png"
 STREAM_TOKENS = 400  # the tiny model writes ~150 tokens/s: enough updates to see it stream
 LONG_TOKENS = 4000  # ~30 s: only Stop can end it this early
-RUN_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_MS = 120_000
+# How long any expectation may wait: a ceiling for a busy machine, never a speed target.
+PAGE_TIMEOUT_MS = 60_000
+expect.set_options(timeout=PAGE_TIMEOUT_MS)
 RECORD_MS = 2_500
 SHAPES_OBJECTS = ", ".join(SHAPES_PIXEL_BOXES)
 
@@ -99,7 +103,7 @@ def app(tiny_options):
 def scripted():
     """The app over a `ScriptedBackend`, registered as the cache's local loader."""
     backend = ScriptedBackend()
-    demo = serve(SCRIPTED_MODEL, LoadOptions(), ModelCache(loaders={"local": lambda name, options: backend}))
+    demo = serve_scripted(backend)
     yield demo, backend
     demo.close()
 
@@ -111,14 +115,14 @@ def page(browser: Browser):
     context.grant_permissions(["microphone"])
     context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]|localhost[:/])"), lambda route: route.abort())
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     yield page
     context.close()
 
 
 def open_app(page: Page, url: str) -> None:
     page.goto(url)
-    expect(page.get_by_role("button", name="Detect boxes")).to_be_visible()
+    expect(page.get_by_role("tab", name="Detection", exact=True)).to_be_visible()
 
 
 # --- every tab streams ----------------------------------------------------------------
@@ -265,11 +269,11 @@ def test_stop_ends_a_long_generation_in_the_page_and_the_backend(app, page, tmp_
 
     start_watching(block_of(caption), "caption")
     run.click()
-    page.wait_for_function("area => area.value.length > 100", arg=caption.element_handle())
+    page.wait_for_function("area => area.value.length > 20", arg=caption.element_handle(), timeout=RUN_TIMEOUT_MS)
     assert wait_until(generating)
     stop.click()
 
-    watch = wait_for_watch(page, "caption", 5_000)  # the progress overlay went away
+    watch = wait_for_watch(page, "caption", RUN_TIMEOUT_MS)  # the progress overlay went away
     assert wait_until(lambda: not generating()), "the generation thread outlived Stop"
     stopped_at = caption.input_value()
     page.wait_for_timeout(1_000)  # long enough for dozens of tokens, had it kept going
@@ -370,8 +374,9 @@ def test_a_generated_page_cannot_reach_the_app(scripted, page, tmp_path):
 
 # --- the README's screenshot ----------------------------------------------------------
 
-def test_detection_draws_labelled_boxes_for_the_readme_screenshot(scripted, page, tmp_path):
-    """Detection on `input/shapes.jpg`, through the whole app, saved as `docs/screenshot.png`.
+def test_detection_draws_labelled_boxes_for_the_readme_screenshot(scripted, page, tmp_path, request):
+    """Detection on `input/shapes.jpg`, through the whole app; with `--update-readme-screenshot`
+    the picture is copied to `docs/screenshot.png`.
 
     The model's answer is scripted (`browser_helpers.SHAPES_ANSWER`): boxes in Gemma 4's
     0-1000 [y0, x0, y1, x1] format, placed from how `input/make_samples.py` draws the
@@ -407,26 +412,33 @@ def test_detection_draws_labelled_boxes_for_the_readme_screenshot(scripted, page
     page.mouse.move(0, 0)
     page.evaluate("() => { document.activeElement?.blur(); window.scrollTo(0, 0); }")
     page.screenshot(path=tmp_path / "detection.png", full_page=True)
-    README_SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=README_SCREENSHOT, full_page=True)
+    if request.config.getoption("--update-readme-screenshot"):
+        shutil.copyfile(tmp_path / "detection.png", README_SCREENSHOT)
 
 
 # --- empty number fields ----------------------------------------------------------------
 # Gradio 6's Number field shows and sends 0 for an empty value (`value ??= 0` in its
 # frontend) once it is drawn, so 0 has to mean "the default" wherever empty does.
 
-def test_opening_the_settings_keeps_each_tasks_token_limit(app, page):
-    open_app(page, app.local_url)
+def test_opening_the_settings_keeps_each_tasks_token_limit(scripted, page):
+    """The field shows 0 once drawn; each task must still get its own limit (the backend records it)."""
+    demo, backend = scripted
+    open_app(page, demo.local_url)
     accordion = page.get_by_role("button", name=re.compile("Model and generation settings"))
     accordion.click()
     expect(page.get_by_label("Max new tokens")).to_be_visible()
     accordion.click()
-    panel = open_tab(page, "Captioning")
-    upload_picture("scene.jpg")(panel)
-    caption = panel.get_by_label("Caption", exact=True)
-    start_watching(block_of(caption), "caption")
-    panel.get_by_role("button", name="Caption", exact=True).click()
-    wait_for_watch(page, "caption", RUN_TIMEOUT_MS)
+    for tab, button, defaults in (("Captioning", "Caption", caption_task.DEFAULT_SETTINGS),
+                                  ("Image → HTML", "Generate page", html_task.DEFAULT_SETTINGS)):
+        panel = open_tab(page, tab)
+        upload_picture("scene.jpg")(panel)
+        start_watching(stats_line(panel), tab)
+        asked = len(backend.settings)
+        panel.get_by_role("button", name=button, exact=True).click()
+        wait_for_watch(page, tab, RUN_TIMEOUT_MS)
+        assert len(backend.settings) == asked + 1
+        assert backend.settings[-1].max_new_tokens == defaults.max_new_tokens, tab
+    assert caption_task.DEFAULT_SETTINGS.max_new_tokens != html_task.DEFAULT_SETTINGS.max_new_tokens
 
 
 def test_video_runs_with_the_time_range_left_empty(app, page):
@@ -437,3 +449,98 @@ def test_video_runs_with_the_time_range_left_empty(app, page):
     start_watching(block_of(answer), "answer")
     panel.get_by_role("button", name="Ask", exact=True).click()
     wait_for_watch(page, "answer", RUN_TIMEOUT_MS)
+
+
+# --- the Chat tab -----------------------------------------------------------------------
+# A scripted model (`chat_script.SlowQueuedBackend`) supplies real-shaped answers: a thought
+# in Gemma 4's channel format, tool calls in its call format; the rest is the real app.
+
+CHAT_SCREENSHOT = ROOT / "docs" / "chat.png"
+CHAT_THOUGHT = "<|channel>thought\nRound shapes in primary colours; the red one is on the left.<channel|>"
+CHAT_FIRST = "A red circle, a blue square, a green triangle and a yellow star on a white background."
+CHAT_FOLLOW_UP = "The red circle is in the upper left, the star in the lower right."
+CHAT_RETRIED = "Upper left: the red circle. Lower right: the star."
+CHAT_LONG = " ".join(f"word{n}" for n in range(400)) + " THE-END"
+
+
+@pytest.fixture(scope="module")
+def chatting():
+    from chat_script import SlowQueuedBackend
+
+    backend = SlowQueuedBackend()
+    demo = serve_scripted(backend)
+    yield demo, backend
+    demo.close()
+
+
+def send_chat(panel: Locator, text: str, picture: Path | None = None) -> None:
+    box = panel.get_by_placeholder("Message (Enter to send)")
+    if picture is not None:
+        panel.locator("input[type=file]").first.set_input_files(str(picture))
+        expect(panel.get_by_role("listitem", name="File thumbnail").locator("img")).to_be_visible()
+    box.fill(text)
+    box.press("Enter")
+
+
+def conversation(panel: Locator) -> Locator:
+    return panel.get_by_role("log", name="chatbot conversation")
+
+
+def test_a_chat_with_a_picture_follow_up_retry_stop_and_reasoning(chatting, page, tmp_path, request):
+    demo, backend = chatting
+    backend.answers.clear()
+    backend.enqueue(CHAT_THOUGHT + CHAT_FIRST, CHAT_FOLLOW_UP, CHAT_RETRIED, CHAT_LONG)
+    open_app(page, demo.local_url)
+    panel = open_tab(page, "Chat")
+    chat = conversation(panel)
+    send_chat(panel, "What is in this picture?", INPUT / "shapes.jpg")
+    expect(chat).to_contain_text(CHAT_FIRST, timeout=RUN_TIMEOUT_MS)
+    expect(chat.get_by_text("Reasoning").first).to_be_visible()
+    expect(chat.get_by_text("the red one is on the left")).to_be_hidden()  # collapsed once the answer came
+    expect(chat.locator("img").first).to_be_visible()  # the picture is part of the user's turn
+
+    send_chat(panel, "Where are the circle and the star?")
+    expect(chat).to_contain_text(CHAT_FOLLOW_UP, timeout=RUN_TIMEOUT_MS)
+    asked = backend.requests[1][0]
+    assert [m["role"] for m in asked] == ["user", "assistant", "user"]  # the first turn, then the new one
+    assert "the red one" not in str(asked[1]["content"])  # without its reasoning
+
+    chat.get_by_role("button", name="Retry").last.click()
+    expect(chat).to_contain_text(CHAT_RETRIED, timeout=RUN_TIMEOUT_MS)
+    expect(chat).not_to_contain_text(CHAT_FOLLOW_UP)
+    assert len(backend.requests) == 3 and backend.requests[2][0] == asked
+
+    page.mouse.move(0, 0)
+    page.screenshot(path=tmp_path / "chat.png", full_page=True)
+    if request.config.getoption("--update-readme-screenshot"):
+        shutil.copyfile(tmp_path / "chat.png", CHAT_SCREENSHOT)
+
+    send_chat(panel, "Now write a very long story.")
+    expect(chat).to_contain_text("word0", timeout=RUN_TIMEOUT_MS)
+    backend.closed.clear()
+    panel.get_by_role("button", name="Stop", exact=True).click()
+    assert backend.closed.wait(RUN_TIMEOUT_MS / 1000), "Stop did not close the model's stream"
+    expect(chat).not_to_contain_text("THE-END")
+    send_chat(panel, "Still there?")  # the conversation goes on after a Stop
+    expect(chat).to_contain_text("A scripted answer.", timeout=RUN_TIMEOUT_MS)
+
+
+def test_an_agent_turn_shows_the_call_the_drawn_picture_and_the_answer(chatting, page):
+    from gemma_demo.engine.tool_syntax import write_call
+    from scripted_backend import SHAPES_ANSWER
+
+    demo, backend = chatting
+    backend.answers.clear()
+    backend.enqueue(write_call("detect_objects", {"attachment": "0", "objects": SHAPES_OBJECTS}), SHAPES_ANSWER,
+                    "I drew a box around each of the four shapes.")
+    open_app(page, demo.local_url)
+    panel = open_tab(page, "Chat")
+    panel.get_by_role("button", name=re.compile("Agent and JSON answer")).click()
+    panel.get_by_label("Agent", exact=True).check()
+    send_chat(panel, "Find the shapes.", INPUT / "shapes.jpg")
+    chat = conversation(panel)
+    expect(chat).to_contain_text("I drew a box around each of the four shapes.", timeout=RUN_TIMEOUT_MS)
+    expect(chat.get_by_text(re.compile(r"Used detect_objects · \d+\.\d\d s"))).to_be_visible()
+    pictures = chat.locator("img")
+    expect(pictures).to_have_count(2)  # the upload, then the drawing
+    page.wait_for_function("img => img.complete && img.naturalWidth === 640", arg=pictures.last.element_handle())

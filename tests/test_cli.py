@@ -73,7 +73,7 @@ def test_audio_commands(capsys, tiny_env, beeps):
 
 def test_audio_on_a_model_without_audio_exits_non_zero(capsys, tiny_env, beeps):
     code, lines = run(capsys, "transcribe", str(beeps), "--model", "tiny-moe", "--max-new-tokens", "4")
-    assert code == EXIT_FAILED_INPUT and "E2B and E4B" in lines[0]["error"]
+    assert code == EXIT_FAILED_INPUT and "E2B, E4B and 12B" in lines[0]["error"]
 
 
 def test_video_command(capsys, tiny_env, tmp_path):
@@ -86,10 +86,11 @@ def test_video_command(capsys, tiny_env, tmp_path):
 def test_module_entry_point_builds_a_tiny_model(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gemma_demo", "tiny-model", str(tmp_path / "m"), "--variant", "moe"],
                          capture_output=True, text=True, check=True)
-    assert (tmp_path / "m" / "config.json").exists() and "m" in out.stdout
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert out.stdout.strip() == str(tmp_path / "m")
+    assert config["text_config"]["enable_moe_block"] and config.get("audio_config") is None
 
 
-def test_usage_error_exits_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["caption"])
-    assert exit_info.value.code == 2
+def test_usage_error_is_a_json_line_and_exit_1(capsys):
+    code, lines = run(capsys, "caption")
+    assert code == EXIT_FAILED_INPUT and "the following arguments are required: inputs" in lines[0]["error"]

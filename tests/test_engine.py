@@ -1,5 +1,6 @@
 """The streaming engine with the tiny model: every modality streams, Stop stops, errors surface."""
 
+import queue
 import time
 from dataclasses import dataclass
 
@@ -9,14 +10,15 @@ import torch
 from PIL import Image
 from transformers.video_utils import VideoMetadata
 
-from app_helpers import generation_threads
+from app_helpers import generation_threads, wait_until
 from gemma_demo.engine.base import last_update
 from gemma_demo.errors import CapabilityError, GenerationError, InvalidInputError
 from gemma_demo.engine.local import UPDATE_INTERVAL_S, build_inputs
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.settings import GenerationSettings
 
-STOP_DEADLINE_S = 2.0
+STOP_DEADLINE_S = 60.0  # a ceiling for a busy machine, not a speed target
+TOKEN_CEILING_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,18 @@ def test_closing_the_stream_stops_generation(tiny_backend):
 
 
 def test_stopped_generation_makes_few_tokens(tiny_backend):
+    """Counts the model's forward passes: one per token, including those made after `close()`."""
     limit = 2000
-    stream = tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=limit))
-    first = next(stream)
-    stream.close()
-    assert first.stats.new_tokens < limit
+    steps = []
+    hook = tiny_backend.model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        stream = tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=limit))
+        next(stream)
+        stream.close()
+        assert wait_until(lambda: not generation_threads(), timeout=120)
+    finally:
+        hook.remove()
+    assert 0 < len(steps) < limit // 10
 
 
 def test_error_inside_generate_reaches_the_caller(tiny_backend, monkeypatch):
@@ -126,7 +135,7 @@ def test_prompt_longer_than_the_context_is_refused(tiny_backend):
 def test_audio_on_a_model_without_audio_is_a_clear_capability_error(tiny_options):
     backend = ModelCache().get("tiny-moe", tiny_options)
     assert not backend.capabilities.audio
-    with pytest.raises(CapabilityError, match="E2B and E4B"):
+    with pytest.raises(CapabilityError, match="E2B, E4B and 12B"):
         next(backend.stream(PROMPTS["audio"](), GenerationSettings(max_new_tokens=4)))
     assert last_update(backend.stream(PROMPTS["image"](), GenerationSettings(max_new_tokens=4))).done
 
@@ -151,25 +160,30 @@ def test_a_fast_stream_is_sent_at_screen_rate(tiny_backend):
 
 
 def test_a_slow_stream_passes_each_token_on_at_once(tiny_backend, monkeypatch):
-    gap = 3 * UPDATE_INTERVAL_S
-    made_at: list[float] = []
+    """The model makes its next token only once the caller has seen the last one: a stream that
+    held a token back for company would wait for the next one, and the test would time out."""
+    seen = queue.Queue()
+    waited_in_vain = []
 
     def slow_generate(**kwargs):
         streamer = kwargs["streamer"]
         streamer.put(kwargs["input_ids"])
-        for token in (300, 301, 302, 303):
-            time.sleep(gap)
-            made_at.append(time.monotonic())
+        for count, token in enumerate((300, 301, 302, 303), start=1):
             streamer.put(torch.tensor([token]))
+            try:
+                while seen.get(timeout=TOKEN_CEILING_S) < count:
+                    pass
+            except queue.Empty:
+                waited_in_vain.append(count)
         streamer.end()
 
     monkeypatch.setattr(tiny_backend.model, "generate", slow_generate)
-    seen_at, updates = [], []
+    updates = []
     for update in tiny_backend.stream(PROMPTS["text"](), GenerationSettings(max_new_tokens=8)):
-        seen_at.append((update.stats.new_tokens, time.monotonic()))
+        seen.put(update.stats.new_tokens)
         updates.append(update)
-    assert [count for count, _ in seen_at] == [1, 2, 3, 4] and updates[-1].done
-    assert max(seen - made for (_, seen), made in zip(seen_at, made_at)) < UPDATE_INTERVAL_S
+    assert waited_in_vain == [], "these tokens reached the caller only with the next one"
+    assert [u.stats.new_tokens for u in updates] == [1, 2, 3, 4, 4] and updates[-1].done
 
 
 def test_streamed_text_does_not_depend_on_how_tokens_were_chunked(tiny_backend):

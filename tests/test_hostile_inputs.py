@@ -15,9 +15,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from gemma_demo.cli.commands import COMMANDS
 from gemma_demo.cli.main import EXIT_FAILED_INPUT, EXIT_OK, main
 from gemma_demo.ui.endpoints import GENERIC_ERROR
-from hostile_inputs import CASES, ENDPOINTS, ERROR, FILE, OK, Case, Endpoint
+from hostile_inputs import CASES, ENDPOINTS, ERROR, FILE, Case, Endpoint
 
 NEW_TOKENS = 2
 FINISHED = re.compile(r"\b[1-9]\d* new tokens\b")
@@ -25,12 +26,12 @@ FINISHED = re.compile(r"\b[1-9]\d* new tokens\b")
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_the_corpus_covers_the_issue():
-    names = [case.name for case in CASES]
-    assert len(names) == len(set(names)) >= 30
-    assert {case.expect for case in CASES} == {OK, ERROR}
-    assert {case.endpoint for case in CASES} == set(ENDPOINTS)
-    assert all(case.message for case in CASES if case.expect == ERROR)
+def test_the_corpus_reaches_every_file_task_of_the_app_and_the_cli(client):
+    """Every CLI task (each reads files) has hostile cases, sent to the app's endpoint of the same task."""
+    named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    covered = {case.endpoint for case in CASES}
+    assert {ENDPOINTS[name].command for name in covered} == set(COMMANDS)
+    assert {ENDPOINTS[name].api for name in covered} <= set(named)
 
 
 @pytest.fixture(scope="module")

@@ -39,10 +39,18 @@ def test_switching_models_releases_the_previous_one(tiny_options):
     assert cache.loads == 2
 
 
-def test_nothing_loads_until_asked():
+def test_nothing_loads_until_asked(tiny_options):
+    """Building the whole app loads no model; the first request for it does, once."""
+    from gemma_demo.config import AppConfig
+    from gemma_demo.ui.layout import build_demo
+
     calls = []
-    cache = ModelCache(loaders={"local": lambda name, options: calls.append(name)})
+    cache = ModelCache(loaders={"local": lambda name, options: calls.append(name) or object()})
+    build_demo(AppConfig(model="tiny", load=tiny_options), cache)
     assert calls == [] and cache.loaded_name is None
+    first = cache.get("tiny", tiny_options)
+    assert cache.get("tiny", tiny_options) is first
+    assert calls == ["tiny"] and cache.loaded_name == "tiny"
 
 
 def test_missing_model_gives_a_clear_message(tmp_path):

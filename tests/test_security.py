@@ -17,6 +17,7 @@ import functools
 import io
 import re
 import tempfile
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from gradio import route_utils
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, given, settings
@@ -51,7 +53,7 @@ from video_factory import write_video
 
 HEARING = ModelCapabilities(audio=True, context_tokens=131_072)
 FUZZ_EXAMPLES = 40
-CLEANUP_WAIT_S = 6.0
+CLEANUP_WAIT_S = 60.0  # a ceiling: the cleanup runs every second
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MIB = 1024**2
 
@@ -85,7 +87,11 @@ HOSTILE_NAMES = (
     "." * 3 + "hidden",
     "x" * 200,
 )
-TEXT_SAFE_OUTPUTS = {"textbox", "code", "json", "highlightedtext", "dataframe", "markdown", "image", "gallery", "file"}
+TEXT_SAFE_OUTPUTS = {
+    "textbox", "code", "json", "highlightedtext", "dataframe", "markdown", "image", "gallery", "file",
+    "chatbot",  # renders Markdown with sanitize_html, checked below
+    "state",  # never rendered
+}
 
 
 def html_tokens(tokens) -> list:
@@ -153,7 +159,7 @@ def served_config(app) -> tuple[dict[int, dict], list[dict]]:
 def test_model_output_reaches_only_text_safe_components_and_html_only_the_preview(app):
     components, dependencies = served_config(app)
     endpoints = {d["api_name"]: d for d in dependencies if d["api_name"] in {e.strip("/") for e in ui_api(app)}}
-    assert len(endpoints) == 9
+    assert len(endpoints) == 12  # the nine task tabs and /chat, /export_chat, /import_chat
     html_writers = set()
     for name, dependency in endpoints.items():
         for output in dependency["outputs"]:
@@ -162,7 +168,7 @@ def test_model_output_reaches_only_text_safe_components_and_html_only_the_previe
                 html_writers.add(name)
                 continue
             assert kind in TEXT_SAFE_OUTPUTS, (name, kind)
-            if kind == "markdown":
+            if kind in ("markdown", "chatbot"):
                 assert props["sanitize_html"] is True, (name, props.get("label"))
             if kind == "dataframe":
                 assert props["datatype"] in ("str", ["str"]), props["datatype"]
@@ -283,13 +289,17 @@ def test_more_paths_outside_the_app_are_not_served(app, path):
         assert "root:" not in response.text and "PATH=" not in response.text
 
 
-def test_the_model_folder_and_request_folders_are_not_served(app, tiny_options):
+def test_the_model_folder_and_request_folders_are_not_served(app, tiny_options, request_root):
     from gemma_demo.tiny.model import ensure_tiny_model
 
     folder = ensure_tiny_model("e2b", tiny_options.tiny_root)
-    requests = Path(tempfile.gettempdir()) / "gemma_demo"  # the default, patched away in this module
-    for path in (folder / "config.json", requests, requests / "request-x" / "page.html", Path(ui.__file__)):
-        assert httpx.get(f"{app.local_url}gradio_api/file={path}").status_code in (403, 404), path
+    page = request_root / "request-x" / "page.html"  # a request's file, as the app writes it (module's root)
+    page.parent.mkdir(exist_ok=True)
+    page.write_text("<p>another visitor's page</p>", encoding="utf-8")
+    for path in (folder / "config.json", request_root, page, Path(ui.__file__)):
+        response = httpx.get(f"{app.local_url}gradio_api/file={path}")
+        assert response.status_code in (403, 404), path
+        assert "another visitor" not in response.text and '"model_type"' not in response.text
 
 
 def cached_by(demo) -> set[str]:
@@ -302,8 +312,23 @@ def kept_by(demo) -> set[str]:
     return set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
 
 
+class Clock(datetime):
+    """Gradio's cleanup reads the time as `datetime.now()`; this one can be moved forward."""
+
+    ahead = timedelta(0)
+
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.now(tz) + cls.ahead
+
+
 def test_cache_files_are_deleted_after_their_age_and_at_shutdown(tiny_options, monkeypatch, tmp_path):
-    monkeypatch.setattr(ui, "CACHE_CLEANUP", (1, 1))
+    """The app's own age, checked every second; files age only when the test moves the clock,
+    so a busy machine can never make an upload old before its handler has read it."""
+    _, age = ui.CACHE_CLEANUP
+    monkeypatch.setattr(ui, "CACHE_CLEANUP", (1, age))
+    monkeypatch.setattr(route_utils, "datetime", Clock)
+    monkeypatch.setattr(Clock, "ahead", timedelta(0))
     sketch = tmp_path / "my-sketch.png"
     Image.effect_noise((64, 48), 40).convert("RGB").save(sketch)  # new content: not one of the examples
     demo = serve(tiny_options)
@@ -314,9 +339,11 @@ def test_cache_files_are_deleted_after_their_age_and_at_shutdown(tiny_options, m
         made = cached_by(demo) - before
         assert {Path(path).suffix for path in made} >= {".png", ".html"}, made  # the upload and the page
         assert all(Path(path).exists() for path in made)
+        Clock.ahead = timedelta(seconds=age + 1)
         assert wait_until(lambda: not any(Path(path).exists() for path in made), CLEANUP_WAIT_S)
+        Clock.ahead = timedelta(0)
         assert kept_by(demo) and all(Path(path).exists() for path in kept_by(demo))
-        final = client.predict(handle_file(sketch), "", max_new_tokens=4, api_name="/html")
+        final = client.predict(handle_file(sketch), "", max_new_tokens=4, sampling="off", api_name="/html")
         assert "4 new tokens" in final[-1]
         left = cached_by(demo) - kept_by(demo)
         assert left and all(Path(path).exists() for path in left)

@@ -64,7 +64,7 @@ class ScriptedBackend:
     raw: str
     split: bool = True
     name: str = "scripted"
-    capabilities: ModelCapabilities = ModelCapabilities(audio=False, context_tokens=131_072, emits_empty_thought=True)
+    capabilities: ModelCapabilities = ModelCapabilities(audio=False, context_tokens=131_072)
     requests: list[tuple[list[Message], GenerationSettings]] = field(default_factory=list)
 
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
@@ -75,7 +75,7 @@ class ScriptedBackend:
         yield self._update(self.raw, len(chunks), done=True)
 
     def _update(self, text: str, tokens: int, done: bool) -> Update:
-        parts = split_reasoning(text) if self.split else SplitText(reasoning="", answer=text, thinking_finished=True)
+        parts = split_reasoning(text) if self.split else SplitText(reasoning="", answer=text)
         stats = Stats(prompt_tokens=300, new_tokens=tokens)
         return Update(answer=parts.answer, reasoning=parts.reasoning, stats=stats, done=done)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from gemma_demo.cli.types import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, Command
-from gemma_demo.engine.settings import GenerationSettings
-from gemma_demo.tasks import caption, detection, html_page, ocr
+from gemma_demo.engine.settings import DEFAULT_VIDEO_FRAME_BUDGET, IMAGE_BUDGETS, GenerationSettings
+from gemma_demo.tasks import caption, detection, html_page, ocr, transcription
 
 
 def _objects(parser: argparse.ArgumentParser) -> None:
@@ -41,19 +41,20 @@ def _question(parser: argparse.ArgumentParser) -> None:
 
 def _video_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="Describe what happens in this video.")
-    parser.add_argument("--frames", type=int, default=32, help="number of frames to sample")
-    parser.add_argument("--fps", type=float, help="sample this many frames per second instead")
+    parser.add_argument("--frames", type=int, default=32, help="number of frames to sample (with --fps: at most)")
+    parser.add_argument("--fps", type=float, help="sample this many frames per second instead, up to --frames")
     parser.add_argument("--start", type=float, help="start time in seconds")
     parser.add_argument("--end", type=float, help="end time in seconds")
-    parser.add_argument("--with-audio", action="store_true", help="add the clip's audio track (E2B/E4B)")
-    parser.add_argument("--frame-budget", type=int, default=70, help="soft tokens per frame")
+    parser.add_argument("--with-audio", action="store_true", help="add the clip's audio track (E2B, E4B, 12B)")
+    parser.add_argument("--frame-budget", type=int, choices=IMAGE_BUDGETS, default=DEFAULT_VIDEO_FRAME_BUDGET,
+                        help="soft tokens per frame")
 
 
 def _video(backend, path, args, settings):
     from gemma_demo.media.video import FrameSampling
     from gemma_demo.tasks.video_question import describe_video
 
-    sampling = FrameSampling(num_frames=None if args.fps else args.frames, fps=args.fps, start=args.start, end=args.end)
+    sampling = FrameSampling(num_frames=args.frames, fps=args.fps, start=args.start, end=args.end)
     settings = settings.with_changes(video_frame_budget=args.frame_budget)
     return describe_video(backend, path, args.prompt, sampling, args.with_audio, settings)
 
@@ -101,8 +102,10 @@ COMMANDS: dict[str, Command] = {
         "turn a screenshot or sketch into an HTML page", IMAGE_SUFFIXES, lambda: html_page.DEFAULT_SETTINGS,
         _html_args, lambda b, p, a, s: html_page.image_to_html(b, p, a.instruction, s),
     ),
-    "transcribe": Command("speech to text, any length", AUDIO_SUFFIXES | VIDEO_SUFFIXES, _plain, _language, _transcribe),
-    "translate": Command("speech to translated text", AUDIO_SUFFIXES | VIDEO_SUFFIXES, _plain, _translate_args, _translate),
+    "transcribe": Command("speech to text, any length", AUDIO_SUFFIXES | VIDEO_SUFFIXES,
+                          lambda: transcription.DEFAULT_SETTINGS, _language, _transcribe),
+    "translate": Command("speech to translated text", AUDIO_SUFFIXES | VIDEO_SUFFIXES,
+                         lambda: transcription.DEFAULT_SETTINGS, _translate_args, _translate),
     "ask-audio": Command("ask about a clip", AUDIO_SUFFIXES | VIDEO_SUFFIXES, _plain, _question, _ask_audio),
     "video": Command("ask about a video", VIDEO_SUFFIXES, _plain, _video_args, _video),
 }

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from gemma_demo.errors import CapabilityError
 from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.engine.tool_syntax import ToolCall
 
 Message = dict[str, Any]
 
@@ -24,6 +25,10 @@ class Stats:
     time_to_first_token: float | None = None
     elapsed: float = 0.0
     model_memory_bytes: int | None = None
+    # Speculative decoding: the drafter's name, or why none drafted; its proposals and how many the model kept.
+    drafter: str = ""
+    draft_proposed: int = 0
+    draft_accepted: int = 0
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -43,6 +48,11 @@ class Stats:
             parts.append(f"{self.tokens_per_second:.1f} tokens/s")
         if self.model_memory_bytes:
             parts.append(f"model {self.model_memory_bytes / 2**30:.2f} GiB")
+        if self.draft_proposed:
+            rate = self.draft_accepted / self.draft_proposed
+            parts.append(f"drafts by {self.drafter}: {self.draft_accepted}/{self.draft_proposed} accepted ({rate:.0%})")
+        elif self.drafter:
+            parts.append(self.drafter)
         return " · ".join(parts)
 
 
@@ -55,9 +65,19 @@ class Update:
     stats: Stats = field(default_factory=Stats)
     done: bool = False
     status: str = ""
+    # The model's tool calls, read from its text (local) or from the server's `tool_calls`.
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"answer": self.answer, "reasoning": self.reasoning, "stats": self.stats.to_json()}
+
+
+@dataclass(frozen=True)
+class PromptCount:
+    """A prompt's size in tokens, and how many of them are picture tokens."""
+
+    tokens: int
+    image_tokens: int = 0
 
 
 class Backend(Protocol):
@@ -67,7 +87,11 @@ class Backend(Protocol):
     capabilities: ModelCapabilities
 
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
-        """Yield updates as tokens arrive. Closing the iterator must stop generation."""
+        """Yield updates as tokens arrive. Closing the iterator must stop generation.
+
+        `settings.tools` are declared to the model and its calls come back as
+        `Update.tool_calls`; `settings.json_schema`, when set, must hold for the answer.
+        """
         ...
 
 
@@ -80,11 +104,15 @@ def last_update(updates: Iterator[Update]) -> Update:
 
 
 def with_system_prompt(messages: list[Message], settings: GenerationSettings) -> list[Message]:
-    """Prepend the settings' system prompt unless the task already wrote one."""
+    """Prepend the settings' system prompt unless the task already wrote one.
+
+    As a plain string: Gemma 4's template writes each text part of a list followed by a
+    space, so parts would give the model `Answer in French. <turn|>`.
+    """
     prompt = settings.system_prompt.strip()
     if not prompt or (messages and messages[0]["role"] == "system"):
         return messages
-    return [{"role": "system", "content": [{"type": "text", "text": prompt}]}, *messages]
+    return [{"role": "system", "content": prompt}, *messages]
 
 
 def uses_audio(messages: list[Message]) -> bool:
@@ -101,6 +129,6 @@ def check_capabilities(messages: list[Message], capabilities: ModelCapabilities,
 
 def audio_unsupported_message(name: str) -> str:
     return (
-        f"{name} has no audio input: only Gemma 4 E2B and E4B hear audio. "
-        "Pick E2B or E4B in the settings to use this feature."
+        f"{name} has no audio input: only Gemma 4 E2B, E4B and 12B hear audio. "
+        "Pick E2B, E4B or 12B in the settings to use this feature."
     )

@@ -9,14 +9,16 @@ E2B text decoder decodes 1.4-2.1x faster; outputs differ only by bf16 rounding.
 
 oneDNN stays on for everything else: for several rows (prefill, batched decode) ATen's
 kernel is 2-8x slower (a 256-token E2B prefill took 54 s instead of 8.8 s), and
-convolutions need it. torch has only a process-wide switch, so a gate lets linears of one
-kind run at a time: single-row ones with oneDNN off, the others with it on. A prefill in
-another thread (two batches at once) therefore never runs its linears at the slow speed;
-it waits at most for one matrix-vector product.
+convolutions need it. torch has only a process-wide switch, so a gate lets layers of one
+kind run at a time: single-row linears with oneDNN off, the other linears and every
+convolution (the audio tower's, a vision patch embedding) with it on. A prefill in another
+thread (two batches at once) therefore never runs its linears or convolutions at the slow
+speed; it waits at most for one matrix-vector product.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from torch import nn
 
 
 class _OneDnnGate:
-    """Linears of one kind at a time; oneDNN is off exactly while single-row ones run."""
+    """Layers of one kind at a time; oneDNN is off exactly while single-row linears run."""
 
     def __init__(self):
         self._changed = threading.Condition()
@@ -65,10 +67,36 @@ class _SingleRowGemvLinear(nn.Linear):
             return F.linear(input, self.weight, self.bias)
 
 
+class _GatedConv:
+    """Mixed into a convolution's class: it runs on the gate's oneDNN side, never while it is off.
+
+    `_conv_forward` is what `Conv1d`/`Conv2d`/`Conv3d.forward` call, also from subclasses that
+    pad first (the audio tower's causal `Conv1d`).
+    """
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        with _gate.open(single_row=False):
+            return super()._conv_forward(input, weight, bias)
+
+
+@functools.cache
+def _gated(conv_class: type[nn.Module]) -> type[nn.Module]:
+    return type(f"Gated{conv_class.__name__}", (_GatedConv, conv_class), {"__module__": __name__})
+
+
+def _gate_convolutions(model: nn.Module) -> None:
+    for module in model.modules():
+        if (isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not isinstance(module, _GatedConv)
+                and module.weight.device.type == "cpu"):
+            module.__class__ = _gated(type(module))
+
+
 def speed_up_cpu_decoding(model: nn.Module) -> int:
     """Switch the bf16 CPU linears of `model` to the single-row fast path; returns how many.
 
-    Weights are not touched or copied. Does nothing where oneDNN is off or unavailable.
+    Its CPU convolutions go behind the same gate, so that they keep oneDNN while another
+    thread decodes. Weights are not touched or copied. Does nothing where oneDNN is off or
+    unavailable.
     """
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return 0
@@ -79,4 +107,5 @@ def speed_up_cpu_decoding(model: nn.Module) -> int:
                 and not hasattr(module, "_hf_hook")):
             module.__class__ = _SingleRowGemvLinear
             switched += 1
+    _gate_convolutions(model)
     return switched

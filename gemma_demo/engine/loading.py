@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 import torch
 
 from gemma_demo.engine.cpu_decode import speed_up_cpu_decoding
-from gemma_demo.errors import ModelUnavailableError
+from gemma_demo.engine.drafting import load_drafter
+from gemma_demo.engine.load_errors import explain
 from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.progress import DownloadBar
 from gemma_demo.engine.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
+# What a Hub snapshot needs for `from_pretrained` of the model and its processor.
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt"]
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -29,14 +34,28 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+def bf16_supported(device: str) -> bool:
+    """Whether `device` computes in bfloat16 (CUDA from Ampere on, MPS from macOS 14)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "mps":
+        return torch.backends.mps.is_macos_or_newer(14, 0)
+    return True
+
+
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype | str:
-    """bf16 on CUDA (fp16 where unsupported), fp16 on MPS, the checkpoint's own on CPU."""
+    """bf16 where the device has it, else float32; the checkpoint's own on CPU.
+
+    Never float16 unless asked for: Gemma's activations overflow it, which shows as
+    empty or looping answers, so asking for it gets a warning.
+    """
+    if requested == "float16":
+        log.warning("float16 was asked for: Gemma can overflow in float16 (empty or endless answers); "
+                    "prefer bfloat16, or float32 where the device lacks bfloat16.")
     if requested != "auto":
         return DTYPES[requested]
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "mps":
-        return torch.float16
+    if device in ("cuda", "mps"):
+        return torch.bfloat16 if bf16_supported(device) else torch.float32
     return "auto"
 
 
@@ -53,23 +72,34 @@ def resolve_source(name: str, options: LoadOptions) -> str:
     return str(folder) if folder.exists() else name
 
 
-def _looks_like_folder(name: str) -> bool:
-    """A path rather than a Hub id, which is `namespace/name` and never starts with `/`, `.` or `~`."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def _unavailable(name: str, source: str, error: Exception) -> ModelUnavailableError:
+def fetch(source: str) -> str:
+    """A folder holding `source`: itself, or its Hub snapshot, downloaded (with progress) if need be."""
     if Path(source).exists():
-        hint = "The folder exists but does not hold a loadable Gemma 4 checkpoint (config, weights, processor)."
-    elif _looks_like_folder(name):
-        hint = "There is no such folder: check the path, or name a Hub model such as google/gemma-4-E2B-it."
-    else:
-        hint = (
-            "Its weights are neither in the local Hugging Face cache nor downloadable from here. "
-            f"On a machine with internet run `hf download {source}` (after accepting the licence), "
-            "or try the app offline with `--model tiny`."
-        )
-    return ModelUnavailableError(f"Could not load {name}. {hint} ({type(error).__name__}: {error})")
+        return source
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(source, allow_patterns=CHECKPOINT_FILES, tqdm_class=DownloadBar)
+
+
+def placement(device: str, options: LoadOptions) -> dict:
+    """`from_pretrained` arguments that put the model on `device`, or spread it with `--offload`.
+
+    Offloading lets accelerate fill `device` first, then CPU memory, then `offload_folder`
+    (a temporary one, removed with the model, unless `--offload-folder` names one). On the
+    CPU only CPU memory and disk are offered, so a GPU the person did not ask for stays unused.
+    """
+    if not options.offload:
+        return {"device_map": device}
+    folder = options.offload_folder or tempfile.mkdtemp(prefix="gemma-demo-offload-")
+    kwargs = {"device_map": "auto", "offload_folder": folder}
+    if device == "cpu" or options.max_memory:
+        import psutil
+
+        memory = {"cpu": psutil.virtual_memory().available}
+        if options.max_memory:
+            memory[0 if device == "cuda" else device] = options.max_memory
+        kwargs["max_memory"] = memory
+    return kwargs
 
 
 def load_local_backend(name: str, options: LoadOptions):
@@ -81,16 +111,21 @@ def load_local_backend(name: str, options: LoadOptions):
     source = resolve_source(name, options)
     device = pick_device(options.device)
     dtype = pick_dtype(device, options.dtype)
+    where = placement(device, options)
+    temporary = None if options.offload_folder else where.get("offload_folder")
     log.info("Loading %s from %s on %s (%s)", name, source, device, dtype)
     try:
-        processor = AutoProcessor.from_pretrained(source)
-        if options.offload:
-            model = AutoModelForMultimodalLM.from_pretrained(source, dtype=dtype, device_map="auto")
-        else:
-            model = AutoModelForMultimodalLM.from_pretrained(source, dtype=dtype, device_map=device)
+        folder = fetch(source)
+        processor = AutoProcessor.from_pretrained(folder)
+        model = AutoModelForMultimodalLM.from_pretrained(folder, dtype=dtype, **where)
     except Exception as error:  # noqa: BLE001 - every loading failure becomes one clear message
-        raise _unavailable(name, source, error) from error
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise explain(name, source, error, device, dtype) from error
+    if temporary:
+        weakref.finalize(model, shutil.rmtree, temporary, True)
     model.eval()
+    drafter, draft_note = load_drafter(name, source, options, dtype=dtype, device_map=where["device_map"])
     if device == "cpu":
         if switched := speed_up_cpu_decoding(model):
             log.info("%d bf16 linear layers use the single-row CPU fast path", switched)
@@ -101,4 +136,6 @@ def load_local_backend(name: str, options: LoadOptions):
         processor=processor,
         capabilities=capabilities_from_config(model.config),
         memory_bytes=memory,
+        drafter=drafter,
+        draft_note=draft_note,
     )

@@ -22,12 +22,16 @@ import torch
 from gemma_demo.engine.batching.generate import run_generate
 from gemma_demo.engine.batching.requests import END, Batch, Request
 from gemma_demo.engine.batching.scheduler import BatchScheduler, next_tokens
-from gemma_demo.engine.base import Message, Stats, Update, check_capabilities, with_system_prompt
+from gemma_demo.engine.drafting import Drafter, draft_record
+from gemma_demo.engine.base import Message, PromptCount, Stats, Update, check_capabilities, with_system_prompt
+from gemma_demo.engine.prefix_cache import PrefixCache
 from gemma_demo.errors import GenerationError, InvalidInputError
 from gemma_demo.media.audio import padded_for_model
 from gemma_demo.engine.reasoning import split_reasoning
 from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.engine.grammar import JsonConstraint, grammar_tokenizer, tool_response_ids
+from gemma_demo.engine.tool_syntax import without_calls
 
 JOIN_TIMEOUT_S = 30.0
 # Updates go out at most this often (the first at once, the last at the end). A fast model
@@ -82,7 +86,8 @@ def build_inputs(processor, messages: list[Message], settings: GenerationSetting
             elif kind == "video":
                 videos.append(part["video"])
     text = processor.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=settings.thinking
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=settings.thinking,
+        tools=list(settings.tools) or None,
     )
     kwargs: dict[str, Any] = {"text": text, "return_tensors": "pt"}
     if images:
@@ -120,12 +125,23 @@ class LocalBackend:
     processor: Any
     capabilities: ModelCapabilities
     memory_bytes: int
+    drafter: Drafter | None = None
+    draft_note: str = ""  # why there is no drafter, for the stats line
     scheduler: BatchScheduler = field(init=False, repr=False)
     byte_ids: frozenset[int] = field(init=False, repr=False)
+    _grammar_tokenizer: Any = field(init=False, repr=False, default=None)
+    prefix_cache: PrefixCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.scheduler = BatchScheduler(self.name, self._generate)
         self.byte_ids = byte_token_ids(self.processor.tokenizer)
+        self.prefix_cache = PrefixCache(self.model, self.processor)
+
+    def count_prompt(self, messages: list[Message], settings: GenerationSettings) -> PromptCount:
+        """The prompt's size as the processor builds it, before anything runs."""
+        ids = build_inputs(self.processor, with_system_prompt(messages, settings), settings)["input_ids"][0]
+        image_id = self.processor.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        return PromptCount(tokens=len(ids), image_tokens=int((ids == image_id).sum()))
 
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
         check_capabilities(messages, self.capabilities, self.name)
@@ -135,8 +151,13 @@ class LocalBackend:
             inputs = build_inputs(self.processor, messages, settings)
             prompt_tokens = int(inputs["input_ids"].shape[1])
             self._check_context(prompt_tokens, settings)
-            request = Request(inputs, _generation_kwargs(settings), settings.max_new_tokens, self._end_ids())
-            submit(request)
+            request = Request(inputs, _generation_kwargs(settings), settings.max_new_tokens,
+                              self._end_ids(), constraint=self._constraint(settings))
+            request.draft = draft_record(self.drafter, self.draft_note, request.constraint is not None)
+            if settings.keep_cache:
+                self.prefix_cache.start(request, self.name, self.processor.tokenizer.pad_token_id)
+            else:
+                submit(request)
         decoder = _TextDecoder(self.processor.tokenizer, self.byte_ids)
         raw = ""
 
@@ -148,9 +169,11 @@ class LocalBackend:
                 time_to_first_token=None if first is None else first - started,
                 elapsed=time.perf_counter() - started,
                 model_memory_bytes=self.memory_bytes,
+                **request.draft.stats(),
             )
-            split = split_reasoning(raw)
-            return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done)
+            scan = without_calls(raw, bool(settings.tools))
+            split = split_reasoning(scan.text)
+            return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done, tool_calls=scan.calls)
 
         sent_at, begun = -UPDATE_INTERVAL_S, False
         try:
@@ -177,7 +200,21 @@ class LocalBackend:
 
     def _end_ids(self) -> frozenset[int]:
         ids = self.model.generation_config.eos_token_id
-        return frozenset([ids] if isinstance(ids, int) else ids or ())
+        ends = frozenset([ids] if isinstance(ids, int) else ids or ())
+        # After a call the model waits for its result: `<|tool_response>` always ends its part,
+        # as in the published generation config, even where a checkpoint's config omits it.
+        return ends | tool_response_ids(self.processor.tokenizer)
+
+    def _constraint(self, settings: GenerationSettings) -> JsonConstraint | None:
+        if settings.json_schema is None:
+            return None
+        return JsonConstraint.build(self.grammar_tokenizer(), settings.json_schema)
+
+    def grammar_tokenizer(self):
+        """llguidance's view of the vocabulary: built once per model (about a second)."""
+        if self._grammar_tokenizer is None:
+            self._grammar_tokenizer = grammar_tokenizer(self.processor.tokenizer, self.model)
+        return self._grammar_tokenizer
 
     def _check_context(self, prompt_tokens: int, settings: GenerationSettings) -> None:
         limit = self.capabilities.context_tokens

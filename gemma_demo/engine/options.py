@@ -14,6 +14,10 @@ class LoadOptions:
     device: str = "auto"  # auto, cuda, mps, cpu
     dtype: str = "auto"  # auto, bfloat16, float16, float32
     offload: bool = False  # device_map="auto": spill layers to CPU/disk on small GPUs
+    offload_folder: str | None = None  # where --offload puts weights; a temporary folder when None
+    max_memory: str | None = None  # with --offload, the most the model takes on the device, e.g. "6GiB"
     base_url: str | None = None  # remote backend only
     api_key: str | None = None  # remote backend only
     tiny_root: Path | None = None
+    # Speculative decoding: auto (the model's published assistant, if loadable), off, or a folder / Hub id.
+    draft: str = "off"

@@ -23,7 +23,6 @@ _END_OF_TURN = re.compile(r"(<turn\|>|<eos>).*\Z", re.DOTALL)
 class SplitText:
     reasoning: str
     answer: str
-    thinking_finished: bool
 
 
 def split_reasoning(raw: str) -> SplitText:
@@ -31,7 +30,6 @@ def split_reasoning(raw: str) -> SplitText:
     text = _END_OF_TURN.sub("", raw)
     reasoning_parts: list[str] = []
     answer_parts: list[str] = []
-    finished = True
     while text:
         start = text.find(CHANNEL_OPEN)
         if start < 0:
@@ -44,12 +42,11 @@ def split_reasoning(raw: str) -> SplitText:
         if not THOUGHT_HEADER.startswith(body):
             reasoning_parts.append(body.removeprefix(THOUGHT_HEADER.rstrip("\n")).lstrip("\n"))
         if end < 0:
-            finished = False
             break
         text = rest[end + len(CHANNEL_CLOSE):]
     reasoning = "\n".join(part.strip() for part in reasoning_parts if part.strip())
     answer = CONTROL_TOKEN.sub("", "".join(answer_parts)).strip()
-    return SplitText(reasoning=reasoning, answer=answer, thinking_finished=finished)
+    return SplitText(reasoning=reasoning, answer=answer)
 
 
 def strip_thought_block(text: str) -> str:

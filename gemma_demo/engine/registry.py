@@ -7,7 +7,6 @@ read from its config, so a fine-tune of E4B keeps its audio input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 TINY_PREFIX = "tiny"
 
@@ -16,8 +15,6 @@ TINY_PREFIX = "tiny"
 class ModelCapabilities:
     audio: bool
     context_tokens: int
-    # 26B-A4B and 31B write an empty `<|channel>thought\n<channel|>` even with thinking off.
-    emits_empty_thought: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,17 +26,19 @@ class ModelSpec:
 
 
 SMALL = ModelCapabilities(audio=True, context_tokens=131_072)
-LARGE = ModelCapabilities(audio=False, context_tokens=262_144, emits_empty_thought=True)
+LARGE = ModelCapabilities(audio=False, context_tokens=262_144)
+UNIFIED = ModelCapabilities(audio=True, context_tokens=262_144)
 
 KNOWN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("E2B", "google/gemma-4-E2B-it", SMALL, "2B effective, audio, runs on a laptop"),
     ModelSpec("E4B", "google/gemma-4-E4B-it", SMALL, "4B effective, audio"),
+    ModelSpec("12B", "google/gemma-4-12B-it", UNIFIED, "encoder-free, audio, 256K context"),
     ModelSpec("26B-A4B", "google/gemma-4-26B-A4B-it", LARGE, "mixture of experts, 4B active"),
     ModelSpec("31B", "google/gemma-4-31B-it", LARGE, "dense, strongest"),
 )
 DEFAULT_MODEL = KNOWN_MODELS[0].repo_id
-TINY_MODELS = ("tiny", "tiny-moe", "tiny-dense")
-TINY_CAPABILITIES = {"e2b": SMALL, "moe": LARGE, "dense": LARGE}
+TINY_MODELS = ("tiny", "tiny-moe", "tiny-dense", "tiny-unified")
+TINY_CAPABILITIES = {"e2b": SMALL, "moe": LARGE, "dense": LARGE, "unified": UNIFIED}
 
 
 def find_known(name: str) -> ModelSpec | None:
@@ -50,9 +49,15 @@ def find_known(name: str) -> ModelSpec | None:
     )
 
 
-def is_selectable(name: str) -> bool:
-    """A model any visitor may switch to: a known checkpoint (label or repo id) or a tiny one."""
-    return is_tiny(name) or find_known(name) is not None
+def canonical_name(name: str) -> str:
+    """One spelling per checkpoint: a known label (`E4B`) becomes its repo id, others stay as given."""
+    spec = find_known(name)
+    return spec.repo_id if spec is not None else name.strip()
+
+
+def family() -> tuple[str, ...]:
+    """Every checkpoint the app knows, for `--models all`: the real ones and the tiny ones."""
+    return (*(spec.repo_id for spec in KNOWN_MODELS), *TINY_MODELS)
 
 
 def is_tiny(name: str) -> bool:
@@ -67,11 +72,9 @@ def tiny_variant(name: str) -> str:
 def capabilities_from_config(config) -> ModelCapabilities:
     """Capabilities of any Gemma 4 checkpoint, read from its loaded config."""
     text = getattr(config, "text_config", config)
-    large = getattr(text, "enable_moe_block", False) or getattr(text, "attention_k_eq_v", False)
     return ModelCapabilities(
         audio=getattr(config, "audio_config", None) is not None,
         context_tokens=int(getattr(text, "max_position_embeddings", SMALL.context_tokens)),
-        emits_empty_thought=bool(large),
     )
 
 
@@ -83,10 +86,8 @@ def capabilities_for_name(name: str) -> ModelCapabilities:
     if spec is not None:
         return spec.capabilities
     lowered = name.lower()
+    if "12b" in lowered:
+        return UNIFIED
     if any(tag in lowered for tag in ("26b", "31b", "a4b")):
         return LARGE
     return SMALL
-
-
-def is_local_folder(name: str) -> bool:
-    return Path(name).expanduser().is_dir()

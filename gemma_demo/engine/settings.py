@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 # Soft tokens per image that Gemma 4's vision encoder accepts; more keeps more detail.
 IMAGE_BUDGETS = (70, 140, 280, 560, 1120)
@@ -28,6 +29,12 @@ class GenerationSettings:
     system_prompt: str = ""
     image_budget: int = DEFAULT_IMAGE_BUDGET
     video_frame_budget: int = DEFAULT_VIDEO_FRAME_BUDGET
+    # Agent mode: the tools declared to the model (OpenAI-style function schemas, rendered by
+    # the chat template), and a JSON Schema the answer must match (constrained decoding).
+    tools: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
+    # Keep the prompt's key/value cache for a follow-up that extends it (the chat); local backend only.
+    keep_cache: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_budget", "video_frame_budget"):

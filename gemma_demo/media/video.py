@@ -6,11 +6,16 @@ so the app decodes with PyAV and hands the processor frames plus a
 24 fps and the `mm:ss` stamps in the prompt are wrong).
 
 Frames are fetched by seeking to the keyframe before each sampled time, so the
-cost grows with the number of frames sampled, not with the length of the clip.
+cost grows with the number of frames sampled, not with the length of the clip. When
+samples lie further apart than the keyframes, a sampled time within a quarter of the
+sampling interval of a keyframe takes the keyframe itself (one frame to decode instead
+of up to a whole group of pictures); the times reported are always those of the frames
+used.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +42,8 @@ ROTATE_TAG = "rotate"
 QUARTER_TURN = 90
 FULL_TURN = 360
 FLOOR_TOLERANCE = 1e-9
+# A sampled time moves onto a keyframe at most this share of the sampling interval away.
+SNAP_SHARE = 0.25
 SUPPORTED_FORMATS_HINT = "Re-export it as MP4 (H.264) or WebM and upload it again."
 
 
@@ -151,8 +158,10 @@ def sample_video(
         info = _describe(container)
         stream = container.streams.video[0]
         frames: dict[int, np.ndarray] = {}
-        cursor = _FrameCursor(container, stream)
-        for seconds in _sample_times(sampling, info):
+        times = _sample_times(sampling, info)
+        step = times[1] - times[0] if len(times) > 1 else info.duration
+        cursor = _FrameCursor(container, stream, _snap_tolerance(step, stream))
+        for seconds in times:
             frame = cursor.frame_at(seconds)
             if frame is not None and frame.pts not in frames:
                 frames[frame.pts] = _to_rgb(frame, info.rotation, max_side)
@@ -268,24 +277,46 @@ def _sample_times(sampling: FrameSampling, info: VideoInfo) -> list[float]:
     return [start + (k + 0.5) * step for k in range(count)]
 
 
+def _keyframes(stream: Stream) -> list[int]:
+    """Keyframe times in stream ticks, from the container's index (empty when it has none)."""
+    return sorted(entry.timestamp for entry in stream.index_entries if entry.is_keyframe)
+
+
+def _snap_tolerance(step: float, stream: Stream) -> int:
+    """How far, in stream ticks, a sampled time may move to land on a keyframe.
+
+    A quarter of the sampling interval, so a frame never leaves its slice's middle half;
+    and nothing when samples are closer together than the widest keyframe gap, where
+    snapping would pull neighbouring samples onto the same few keyframes.
+    """
+    keys = _keyframes(stream)
+    step_ticks = step / stream.time_base
+    if len(keys) < 2 or step_ticks < max(b - a for a, b in zip(keys, keys[1:])):
+        return 0
+    return int(step_ticks * SNAP_SHARE)
+
+
 class _FrameCursor:
     """Finds the frame on screen at increasing times, seeking only when that skips decoding.
 
     Decoding forward is kept while no keyframe lies between the decoder's
-    position and the next time; otherwise it seeks to the keyframe before it.
+    position and the next time; otherwise it seeks to the keyframe before it. A time
+    within `tolerance` ticks of a keyframe is moved onto it first.
     """
 
-    def __init__(self, container: InputContainer, stream: Stream) -> None:
+    def __init__(self, container: InputContainer, stream: Stream, tolerance: int = 0) -> None:
         self._container = container
         self._stream = stream
         self._origin = _origin(stream)
+        self._tolerance = tolerance
+        self._keys = _keyframes(stream) if tolerance else []
         self._frames: Iterator[av.VideoFrame] | None = None
         self._shown: av.VideoFrame | None = None
         self._ahead: av.VideoFrame | None = None
 
     def frame_at(self, seconds: float) -> av.VideoFrame | None:
         """The last frame starting at or before `seconds`, or the first after it if none does."""
-        target = self._origin + int(seconds / self._stream.time_base)
+        target = self._snapped(self._origin + int(seconds / self._stream.time_base))
         if self._must_seek(target):
             self._container.seek(target, stream=self._stream, backward=True)
             self._frames = _decoded_frames(self._container, self._stream)
@@ -299,6 +330,12 @@ class _FrameCursor:
                 break
             self._shown, self._ahead = self._ahead, None
         return self._shown if self._shown is not None else self._ahead
+
+    def _snapped(self, target: int) -> int:
+        """The nearest keyframe when it lies within the tolerance, else `target` unchanged."""
+        after = bisect.bisect_left(self._keys, target)
+        near = [key for key in self._keys[max(0, after - 1) : after + 1] if abs(key - target) <= self._tolerance]
+        return min(near, key=lambda key: abs(key - target)) if near else target
 
     def _must_seek(self, target: int) -> bool:
         latest = self._ahead if self._ahead is not None else self._shown

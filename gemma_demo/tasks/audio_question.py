@@ -18,7 +18,7 @@ from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.messages import AudioInput, audio_messages, read_audio, require_audio
 from gemma_demo.tasks.result import StreamedResult
 
-DEFAULT_SETTINGS = GenerationSettings()
+DEFAULT_SETTINGS = GenerationSettings(sampling=True)  # the model card's temperature, top_p and top_k
 # Decoding a hair past the limit is how a clip that is exactly 30 s long is told from a longer one.
 OVERRUN_PROBE_SECONDS = 0.1
 

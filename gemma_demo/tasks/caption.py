@@ -18,7 +18,7 @@ from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.messages import image_messages
 from gemma_demo.tasks.result import StreamedResult
 
-DEFAULT_SETTINGS = GenerationSettings()
+DEFAULT_SETTINGS = GenerationSettings(sampling=True)  # the model card's temperature, top_p and top_k
 
 
 class CaptionPreset(enum.Enum):

@@ -18,8 +18,9 @@ from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.result import StreamedResult
 from gemma_demo.tasks.messages import image_messages
 
-# Google's own image-to-HTML example thinks first and leaves room for a whole page.
-DEFAULT_SETTINGS = GenerationSettings(thinking=True, max_new_tokens=4000)
+# Google's own image-to-HTML example thinks first and leaves room for a whole page; it samples,
+# as 4000 tokens of greedy decoding tend to loop.
+DEFAULT_SETTINGS = GenerationSettings(thinking=True, sampling=True, max_new_tokens=4000)
 PREVIEW_STYLE = "width: 100%; height: 600px; border: 1px solid #d0d0d0; background: #ffffff;"
 PREVIEW_TITLE = "Preview of the generated page"
 

@@ -18,7 +18,7 @@ from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.messages import image_messages
 
 # Small print is unreadable at the default 280 soft tokens; documents also run long.
-DEFAULT_SETTINGS = GenerationSettings(image_budget=1120, max_new_tokens=4096)
+DEFAULT_SETTINGS = GenerationSettings(image_budget=1120, sampling=False, max_new_tokens=4096)
 MIN_FENCE_TICKS = 3
 
 Table = list[list[str]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from gemma_demo.media.chunks import AudioChunk, split_audio
@@ -23,10 +23,10 @@ from gemma_demo.media.subtitles import Cue, to_srt, to_txt, to_vtt
 from gemma_demo.tasks.messages import AudioInput, audio_messages, read_audio, require_audio
 
 # 30 s of fast speech is ~100 words; a translation doubles that.
-DEFAULT_SETTINGS = GenerationSettings(max_new_tokens=512)
+DEFAULT_SETTINGS = GenerationSettings(sampling=False, max_new_tokens=512)
 DEFAULT_LANGUAGE = "English"
 DEFAULT_STEM = "transcript"
-SILENT_CHUNK_STATUS = "silent"
+SILENT_CHUNK_STATUS = "silent, not sent to the model"
 SUBTITLE_FORMATS = ("srt", "vtt", "txt")
 
 ASR_PROMPT = (
@@ -213,14 +213,17 @@ def _result(
     done: bool,
 ) -> TranscriptResult:
     translating = pieces[0].translation is not None
+    progress = f"Chunk {index + 1} of {count}"
+    # The piece being worked on, as `Update.status`: the page's status line and the CLI's stderr show it.
+    status = f"{progress} ({update.status})" if update.status else progress
     return TranscriptResult(
         transcript=_joined(piece.transcript for piece in pieces),
         translation=_joined(piece.translation or "" for piece in pieces) if translating else None,
         cues=tuple(cues),
         chunk_index=index,
         chunk_count=count,
-        progress=f"Chunk {index + 1} of {count}",
-        update=update,
+        progress=progress,
+        update=replace(update, status=status),
         stats=stats,
         done=done,
     )

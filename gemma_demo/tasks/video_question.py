@@ -21,8 +21,13 @@ from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.result import StreamedResult
 from gemma_demo.tasks.messages import require_audio
 
-DEFAULT_SETTINGS = GenerationSettings()
+DEFAULT_SETTINGS = GenerationSettings(sampling=True)  # the model card's temperature, top_p and top_k
 DEFAULT_SAMPLING = FrameSampling()
+# The vision encoder encodes all frames in one batch, 9 patches per soft token, so its
+# activations grow with frames x soft tokens per frame. 32 frames at 1120 (35,840) or 64 at
+# 1120 (71,680, about 645,000 patches) exhaust the memory of the GPUs this app targets;
+# 64 frames at 280 (17,920) do not. Requests past this are refused before anything runs.
+MAX_VIDEO_SOFT_TOKENS = 32_768
 NO_AUDIO_TRACK_NOTE = "This video has no audio track, so the model only saw the frames."
 
 Frame = tuple[np.ndarray, str]
@@ -72,11 +77,22 @@ def describe_video(
     if not prompt.strip():
         raise InvalidInputError("Type a question or an instruction about the video.")
     video = sample_video(path, sampling)
+    check_vision_load(len(video.frames), settings.video_frame_budget)
     sound = _sound(path, sampling, video) if include_audio else _Sound(None)
     gallery = tuple(zip(video.frames, video.stamp_labels()))
     audio_seconds = 0.0 if sound.samples is None else len(sound.samples) / SAMPLE_RATE
     for update in backend.stream(video_messages(video, sound.samples, prompt.strip()), settings):
         yield VideoResult(update, gallery, video.timestamps, audio_seconds, sound.note)
+
+
+def check_vision_load(frames: int, budget: int) -> None:
+    """Refuse a video whose frames would exhaust memory in the vision encoder, with the numbers."""
+    if frames * budget > MAX_VIDEO_SOFT_TOKENS:
+        raise InvalidInputError(
+            f"{frames} frames at {budget} soft tokens each make {frames * budget:,} soft tokens, more than the "
+            f"vision encoder can take at once ({MAX_VIDEO_SOFT_TOKENS:,}). Use at most "
+            f"{MAX_VIDEO_SOFT_TOKENS // budget} frames at this budget, or a lower frame budget."
+        )
 
 
 def video_messages(video: SampledVideo, audio: np.ndarray | None, prompt: str) -> list[Message]:

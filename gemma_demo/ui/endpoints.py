@@ -23,7 +23,7 @@ import gradio as gr
 
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.options import LoadOptions
-from gemma_demo.engine.registry import is_selectable
+from gemma_demo.engine.registry import canonical_name
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import GemmaDemoError, InvalidInputError
 from gemma_demo.ui.settings import SETTINGS_DOC, SettingsChoice, settings_for, settings_parameters
@@ -31,39 +31,54 @@ from gemma_demo.ui.settings import SETTINGS_DOC, SettingsChoice, settings_for, s
 log = logging.getLogger(__name__)
 
 CLOSE_RETRY_S = 0.01
+PROGRESS_DOC = {"progress": "Set by Gradio (shows a model download or load); not an API parameter."}
+# While the model loads, the page's progress bar is refreshed this often.
+PROGRESS_POLL_S = 0.5
 GENERIC_ERROR = "Something went wrong while running this request. Try again; if it keeps failing, see the server log."
 Handler = Callable[..., Iterator[tuple]]
+# Wraps the model-bound part of an endpoint, given the endpoint's API name (ZeroGPU's `spaces.GPU`).
+GpuWrapper = Callable[[Callable, str], Callable]
 
 
 @dataclass(frozen=True)
 class Endpoints:
     """Makes Gradio event functions from handlers; every one shares the one model cache.
 
-    `gpu` wraps the part that runs the model (ZeroGPU's `spaces.GPU` on Spaces). It gets
-    the model name rather than the backend, since a loaded model cannot cross into the
-    process ZeroGPU runs it in.
+    `models` are the checkpoints visitors may use, the start-up one first. `gpu` wraps the
+    part that runs the model (ZeroGPU's `spaces.GPU` on Spaces). It gets the model name
+    rather than the backend, since its arguments are sent to the process ZeroGPU runs it in.
     """
 
     cache: ModelCache
     load: LoadOptions
-    startup_model: str
-    gpu: Callable[[Callable], Callable] | None = None
+    models: tuple[str, ...]
+    gpu: GpuWrapper | None = None
 
-    def wrap(self, handler: Handler, defaults: GenerationSettings) -> Callable[..., AsyncIterator[tuple]]:
+    def wrap(
+        self, handler: Handler, defaults: GenerationSettings, api_name: str = ""
+    ) -> Callable[..., AsyncIterator[tuple]]:
         task_parameters = list(inspect.signature(handler).parameters.values())[2:]
         count = len(task_parameters)
 
-        def run(model: str, settings: GenerationSettings, *inputs: Any) -> Iterator[tuple]:
-            require_selectable(model, self.startup_model)
-            yield from handler(self.cache.get(model, self.load), settings, *inputs)
+        def run(model: str, settings: GenerationSettings, *inputs: Any, stopped: threading.Event | None = None
+                ) -> Iterator[tuple]:
+            with self.cache.use(model, self.load) as backend:
+                # A Stop that came while the model loaded cannot close this generator (a worker
+                # is inside it), so it is checked here, before the model reads anything.
+                if stopped is None or not stopped.is_set():
+                    yield from handler(backend, settings, *inputs)
 
         if self.gpu is not None:
-            run = self.gpu(run)
+            run = self.gpu(run, api_name)
 
-        def results(*values: Any) -> Iterator[tuple]:
+        def results(stopped: threading.Event, *values: Any) -> Iterator[tuple]:
             inputs, choice = values[:count], SettingsChoice(*values[count:])
+            # ZeroGPU sends the arguments to another process, which an Event cannot reach;
+            # there the model is loaded at start-up, so no Stop can come during a load.
+            local_stop = {"stopped": stopped} if self.gpu is None else {}
             try:
-                yield from run(choice.model, settings_for(choice, defaults), *inputs)
+                model = require_allowed(choice.model, self.models)
+                yield from run(model, settings_for(choice, defaults), *inputs, **local_stop)
             except GemmaDemoError as error:
                 raise gr.Error(str(error)) from error
             except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
@@ -76,31 +91,55 @@ class Endpoints:
             # so a Stop during loading, prefill or that result's postprocessing would leave the
             # model generating for nobody. A Stop cancels the task that drives this generator,
             # whatever it is awaiting; when that task ends, for any reason, the run is closed.
-            run_results = results(*values)
+            # Gradio passes its progress tracker last, where the signature below puts it.
+            progress = values[-1] if values and isinstance(values[-1], gr.Progress) else None
+            stopped = threading.Event()
+            run_results = results(stopped, *values[: len(values) - (progress is not None)])
             driver = asyncio.current_task()
             if driver is not None:
-                driver.add_done_callback(lambda _: close_when_idle(run_results))
+                driver.add_done_callback(lambda _: (stopped.set(), close_when_idle(run_results)))
             try:
+                first = await self._first_result(run_results, progress)
+                if first is not None:
+                    yield first
                 while (result := await anyio.to_thread.run_sync(next, run_results, None)) is not None:
                     yield result
             finally:
                 close_when_idle(run_results)
 
-        # Gradio names API parameters after the signature and describes them from the docstring.
-        endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters())
+        # Gradio names API parameters after the signature and describes them from the docstring;
+        # `progress` is Gradio's own, not an API parameter.
+        progress_parameter = inspect.Parameter(
+            "progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()
+        )
+        endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters() + [progress_parameter])
         endpoint.__doc__ = with_settings_doc(handler.__doc__ or "")
         return endpoint
 
+    async def _first_result(self, run_results: Iterator[tuple], progress: gr.Progress | None) -> tuple | None:
+        """The run's first result; meanwhile, any model load it waits for shows as progress.
+
+        Every request that waits for the same load reads the same progress.
+        """
+        first = asyncio.ensure_future(anyio.to_thread.run_sync(next, run_results, None))
+        try:
+            while not first.done():
+                if progress is not None and (state := self.cache.loading) is not None:
+                    progress(state.fraction, desc=state.describe())
+                await asyncio.wait([first], timeout=PROGRESS_POLL_S)
+            return first.result()
+        finally:
+            first.cancel()
+
 
 def close_when_idle(results: Iterator) -> None:
-    """Close a generator now, or once the worker thread still inside it comes out.
+    """Close a generator in a thread of its own, once the worker thread still inside it comes out.
 
-    Closing it is what stops the model (the backend's `finally` sets its stop flag).
+    Closing it is what stops the model (the backend's `finally` sets its stop flag), and
+    that `finally` may wait for a decode step or a generation thread: on the event loop,
+    that wait would freeze the page for every visitor.
     """
-    try:
-        results.close()
-    except ValueError:  # "generator already executing": a cancelled step still runs
-        threading.Thread(target=_close_after_step, args=(results,), name="close-run", daemon=True).start()
+    threading.Thread(target=_close_after_step, args=(results,), name="close-run", daemon=True).start()
 
 
 def _close_after_step(results: Iterator) -> None:
@@ -112,20 +151,24 @@ def _close_after_step(results: Iterator) -> None:
             time.sleep(CLOSE_RETRY_S)
 
 
-def require_selectable(model: str, startup_model: str) -> None:
-    """Visitors pick among the known models; other folders or Hub ids only by start-up flag.
+def require_allowed(model: str, allowed: tuple[str, ...]) -> str:
+    """The checkpoint a request names, if the operator allows it (`--model`, `--models`).
 
-    Loading a model replaces the one every user shares, so an arbitrary name from the page
-    or the API must not unload it or probe the server's disk.
+    Loading a model replaces the one every user shares, so only the operator decides which
+    ones visitors may pick; any other name is refused, never served by another model.
     """
-    if model != startup_model and not is_selectable(model):
+    name = canonical_name(model or "")
+    if not name:
+        raise InvalidInputError("Choose a model in the settings.")
+    if name not in allowed:
         raise InvalidInputError(
-            f"{model!r} is not one of this app's models. Pick E2B, E4B, 26B-A4B, 31B or a tiny model; "
-            "another checkpoint can be served by starting the app with --model."
+            f"{model!r} is not one of this app's models; it serves {', '.join(allowed)}. "
+            "Another checkpoint is the operator's choice: --model, or --models for the ones visitors may pick."
         )
+    return name
 
 
 def with_settings_doc(doc: str) -> str:
     """Append the settings to the handler's `Args:` list, one `name: text` line each."""
-    lines = "\n".join(f"    {name}: {text}" for name, text in SETTINGS_DOC.items())
+    lines = "\n".join(f"    {name}: {text}" for name, text in {**SETTINGS_DOC, **PROGRESS_DOC}.items())
     return f"{inspect.cleandoc(doc)}\n{lines}"

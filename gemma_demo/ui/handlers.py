@@ -47,8 +47,13 @@ def member(kind: type[E], value: str) -> E:
 
 
 def progress(update: Update, note: str = "", stats: Stats | None = None) -> tuple[str, str]:
-    """The last two outputs of every endpoint: the reasoning and the status line."""
-    status = " · ".join(part for part in (note, (stats or update.stats).summary()) if part)
+    """The last two outputs of every endpoint: the reasoning and the status line.
+
+    The line starts with what the task is doing (`update.status`, e.g. "Chunk 2 of 3" of a
+    long recording) and its note, then the figures.
+    """
+    parts = (update.status, note, (stats or update.stats).summary())
+    status = " · ".join(part for part in parts if part)
     return update.reasoning, status
 
 
@@ -200,7 +205,7 @@ def _subtitled(results: Iterator[TranscriptResult], audio: str) -> Iterator[tupl
             files = None
             if result.done and srt:
                 files = [str(path) for path in write_subtitles(result, folder, Path(audio).stem).values()]
-            yield result.text, srt, files, *progress(result.update, result.progress, result.stats)
+            yield result.text, srt, files, *progress(result.update, stats=result.stats)
 
 
 def ask_about_audio(backend: Backend, settings: GenerationSettings, audio: str, question: str) -> Iterator[tuple]:
@@ -240,7 +245,7 @@ def ask_about_video(
         fps: Frames per second to sample instead of a fixed count; empty or 0 for a fixed count.
         start: Start of the range to look at, in seconds; empty or 0 for the beginning.
         end: End of the range, in seconds; empty or 0 for the end of the video.
-        include_audio: Also let the model hear the first 30 s of sound (E2B and E4B only).
+        include_audio: Also let the model hear the first 30 s of sound (E2B, E4B and 12B only).
     """
     require(video, "Upload a video first, or pick an example below it.")
     # A cleared number field arrives as 0 from the browser: 0 means "not set" for all three.

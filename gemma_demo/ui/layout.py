@@ -8,7 +8,7 @@ kept off the API.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,10 @@ from gemma_demo.media.video import DEFAULT_NUM_FRAMES
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks import audio_question, caption, detection, html_page, ocr, transcription, video_question
+from gemma_demo.tasks.tools.base import Tool
+from gemma_demo.ui.chat import chat_tab
 from gemma_demo.ui.components import ImageUpload
-from gemma_demo.ui.endpoints import Endpoints, Handler
+from gemma_demo.ui.endpoints import Endpoints, GpuWrapper, Handler
 from gemma_demo.ui.handlers import (
     ask_about_audio,
     ask_about_video,
@@ -55,7 +57,7 @@ CACHE_CLEANUP = (10 * 60, 60 * 60)
 LANGUAGES = (
     "English", "French", "German", "Spanish", "Italian", "Portuguese", "Japanese", "Korean", "Chinese", "Hindi",
 )
-INCLUDE_AUDIO_INFO = "Audio needs E2B or E4B."
+INCLUDE_AUDIO_INFO = "Audio needs E2B, E4B or 12B."
 AUDIO_ACTIONS = ("Transcribe", "Translate", "Ask")
 MAX_VIDEO_FRAMES = 64
 # Legend entries are (label, colour); mapping each colour to itself makes the legend
@@ -81,7 +83,7 @@ class Wiring:
     ) -> Dependency:
         inputs, outputs = io
         return button.click(
-            self.endpoints.wrap(handler, defaults),
+            self.endpoints.wrap(handler, defaults, api_name),
             inputs=[*inputs, *self.settings],
             outputs=list(outputs),
             api_name=api_name,
@@ -90,17 +92,21 @@ class Wiring:
         )
 
 
-def build_demo(config: AppConfig, cache: ModelCache, gpu: Callable[[Callable], Callable] | None = None) -> gr.Blocks:
+def build_demo(
+    config: AppConfig, cache: ModelCache, gpu: GpuWrapper | None = None, extra_tools: tuple[Tool, ...] = (),
+) -> gr.Blocks:
     """The whole page; nothing is loaded until a request needs the model.
 
-    `gpu` wraps the model-bound part of every endpoint (ZeroGPU's `spaces.GPU`).
+    `gpu` wraps the model-bound part of every endpoint (ZeroGPU's `spaces.GPU`); `extra_tools`
+    are the operator's MCP tools for the Chat tab's agent.
     """
-    endpoints = Endpoints(cache, config.load, config.model, gpu)
+    endpoints = Endpoints(cache, config.load, config.allowed_models, gpu)
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(INTRO)
-        settings = build_settings_panel(config.model)
+        settings = build_settings_panel(config.allowed_models)
         wiring = Wiring(endpoints, settings)
         with gr.Tabs():
+            chat_tab(wiring, EXAMPLES_DIR, (MODEL_QUEUE, MODEL_CONCURRENCY), extra_tools)
             detection_tab(wiring)
             caption_tab(wiring)
             ocr_tab(wiring)

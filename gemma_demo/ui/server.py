@@ -1,11 +1,9 @@
 """Serving the page: launch options from the config, a loud warning for open share links,
-and ZeroGPU on Hugging Face Spaces when its `spaces` package is installed."""
+and ZeroGPU on Hugging Face Spaces (see `zerogpu`)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -14,6 +12,9 @@ from starlette.middleware import Middleware
 from gemma_demo.config import AppConfig
 from gemma_demo.ui.login_page import HideApiInfoFromLoginPage
 from gemma_demo.engine.cache import ModelCache
+from gemma_demo.tasks.tools.catalog import BUILTIN_TOOLS
+from gemma_demo.tasks.tools.mcp import McpTools, connect_servers
+from gemma_demo.ui import zerogpu
 from gemma_demo.ui.layout import EXAMPLES_DIR, build_demo
 
 SHARE_WARNING = """
@@ -29,13 +30,15 @@ THEME = gr.themes.Soft()
 CSS = ".gradio-container { max-width: 1400px !important; margin: auto; }"
 
 
-def gpu(fn: Callable) -> Callable:
-    """`spaces.GPU(fn)` where the `spaces` package exists (ZeroGPU Spaces), else `fn` itself."""
-    if importlib.util.find_spec("spaces") is None:
-        return fn
-    import spaces
-
-    return spaces.GPU(fn)
+def report_mcp_servers(config: AppConfig) -> McpTools:
+    """Connect to the operator's `--mcp-server`s at start; one that is down is named on stderr,
+    and the app starts anyway. The tools are for the Chat tab's agent."""
+    served = connect_servers(config.mcp_servers, taken=BUILTIN_TOOLS)
+    for problem in served.problems:
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
+    if served.tools:
+        print(f"MCP tools for the agent: {', '.join(tool.name for tool in served.tools)}", file=sys.stderr, flush=True)
+    return served
 
 
 def launch(config: AppConfig, cache: ModelCache | None = None, **kwargs: Any) -> gr.Blocks:
@@ -47,7 +50,18 @@ def launch(config: AppConfig, cache: ModelCache | None = None, **kwargs: Any) ->
         print(SHARE_WARNING, file=sys.stderr, flush=True)
     if config.mcp and config.auth is not None:
         print(MCP_WITH_AUTH_WARNING, file=sys.stderr, flush=True)
-    demo = build_demo(config, cache or ModelCache(), gpu=gpu)
+    mcp_tools = tuple(report_mcp_servers(config).tools)
+    cache = cache or ModelCache()
+    gpu = None
+    if zerogpu.on_zero_gpu():
+        if config.models:
+            print("--models is ignored on ZeroGPU: a Space serves one model.", file=sys.stderr, flush=True)
+        config = zerogpu.zero_gpu_config(config)
+        import spaces  # noqa: F401 - before the model touches CUDA, as ZeroGPU requires
+
+        cache.get(config.allowed_models[0], config.load)
+        gpu = zerogpu.gpu
+    demo = build_demo(config, cache, gpu=gpu, extra_tools=mcp_tools)
     options: dict[str, Any] = {
         "server_name": config.host,
         "server_port": config.port,

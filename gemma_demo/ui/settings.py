@@ -10,13 +10,14 @@ defaults as the page.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import gradio as gr
 
 from gemma_demo.engine.base import audio_unsupported_message
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.engine.registry import KNOWN_MODELS, TINY_MODELS, capabilities_for_name
+from gemma_demo.engine.registry import capabilities_for_name, find_known, is_tiny
 from gemma_demo.engine.settings import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
@@ -28,6 +29,8 @@ from gemma_demo.engine.settings import (
 
 TASK_DEFAULT = "default"
 THINKING_CHOICES = (("Task default", TASK_DEFAULT), ("On", "on"), ("Off", "off"))
+# Open-ended tasks sample with the model card's values by default, extraction tasks decode greedily.
+SAMPLING_CHOICES = THINKING_CHOICES
 TASK_DEFAULT_BUDGET = 0
 MAX_NEW_TOKENS_LIMIT = 8192
 MIN_TEMPERATURE = 0.05
@@ -43,7 +46,7 @@ class SettingsChoice:
     model: str
     max_new_tokens: int | None = None
     thinking: str = TASK_DEFAULT
-    sampling: bool = False
+    sampling: str = TASK_DEFAULT
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     top_k: int = DEFAULT_TOP_K
@@ -56,10 +59,11 @@ SETTING_NAMES = tuple(field.name for field in fields(SettingsChoice))
 
 # One line per setting, appended to every endpoint's docstring (the API page and MCP read them).
 SETTINGS_DOC = {
-    "model": "Gemma 4 model: E2B, E4B, 26B-A4B, 31B, their Hub ids, tiny, or a local folder / Hub id.",
+    "model": "Gemma 4 model: one the app offers (its start-up model unless its operator allows others).",
     "max_new_tokens": f"Most tokens to generate (1-{MAX_NEW_TOKENS_LIMIT}); 0 or empty for the task's default.",
     "thinking": "'on' or 'off' to let the model reason before answering; 'default' for the task's choice.",
-    "sampling": "True to sample with temperature, top_p and top_k; False for greedy decoding.",
+    "sampling": "'on' to sample with temperature, top_p and top_k, 'off' for greedy decoding; "
+    "'default' for the task's choice (open-ended tasks sample, extraction tasks are greedy).",
     "temperature": f"Sampling temperature ({MIN_TEMPERATURE:g}-{MAX_TEMPERATURE:g}); used only when sampling.",
     "top_p": "Nucleus sampling probability mass (0-1]; used only when sampling.",
     "top_k": "Sample among the k most likely tokens; used only when sampling.",
@@ -77,6 +81,8 @@ def validate_choice(choice: SettingsChoice) -> None:
         raise InvalidInputError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, or 0 for the task's own.")
     if choice.thinking not in {value for _, value in THINKING_CHOICES}:
         raise InvalidInputError("Thinking must be 'default', 'on' or 'off'.")
+    if choice.sampling not in {value for _, value in SAMPLING_CHOICES}:
+        raise InvalidInputError("Sampling must be 'default', 'on' or 'off'.")
     if not (0 < choice.temperature <= MAX_TEMPERATURE and 0 < choice.top_p <= 1 and 1 <= choice.top_k <= MAX_TOP_K):
         raise InvalidInputError(
             f"Use a temperature above 0 up to {MAX_TEMPERATURE:g}, a top-p above 0 up to 1 "
@@ -96,7 +102,7 @@ def settings_for(choice: SettingsChoice, defaults: GenerationSettings) -> Genera
     return defaults.with_changes(
         max_new_tokens=int(choice.max_new_tokens or defaults.max_new_tokens),
         thinking=defaults.thinking if choice.thinking == TASK_DEFAULT else choice.thinking == "on",
-        sampling=bool(choice.sampling),
+        sampling=defaults.sampling if choice.sampling == TASK_DEFAULT else choice.sampling == "on",
         temperature=float(choice.temperature),
         top_p=float(choice.top_p),
         top_k=int(choice.top_k),
@@ -115,13 +121,16 @@ def settings_parameters() -> list[inspect.Parameter]:
     return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in SETTING_NAMES]
 
 
-def model_choices(current: str) -> list[tuple[str, str]]:
-    """Known checkpoints by label, the offline tiny models, and the start-up model if it is neither."""
-    choices = [(f"{spec.label} · {spec.description}", spec.repo_id) for spec in KNOWN_MODELS]
-    choices += [(f"{name} · random weights, to try the app offline", name) for name in TINY_MODELS]
-    if current not in {value for _, value in choices}:
-        choices.append((current, current))
-    return choices
+def model_choices(allowed: Sequence[str]) -> list[tuple[str, str]]:
+    """The models the operator allows, each with a label that says what it is."""
+    return [(_model_label(name), name) for name in allowed]
+
+
+def _model_label(name: str) -> str:
+    spec = find_known(name)
+    if spec is not None:
+        return f"{spec.label} · {spec.description}"
+    return f"{name} · random weights, to try the app offline" if is_tiny(name) else name
 
 
 def audio_note(model: str) -> str:
@@ -129,13 +138,17 @@ def audio_note(model: str) -> str:
     return "" if capabilities_for_name(model).audio else f"**{audio_unsupported_message(model)}**"
 
 
-def build_settings_panel(model: str) -> list[gr.components.Component]:
-    """The accordion's inputs in `SETTING_NAMES` order, ready to append to any event's inputs."""
+def build_settings_panel(models: Sequence[str]) -> list[gr.components.Component]:
+    """The accordion's inputs in `SETTING_NAMES` order, ready to append to any event's inputs.
+
+    `models` are the ones visitors may pick, the start-up model first.
+    """
     with gr.Accordion("Model and generation settings", open=False):
         with gr.Row():
             model_box = gr.Dropdown(
-                model_choices(model), value=model, label="Model", allow_custom_value=True, scale=2,
-                info="Loaded on first use. E2B, E4B, 26B-A4B or 31B by name; start the app with --model for another checkpoint.",
+                model_choices(models), value=models[0], label="Model", scale=2, interactive=len(models) > 1,
+                allow_custom_value=True,  # so that an API call naming another model hears why it is refused
+                info="Loaded on first use. The app's operator chooses which models it offers (--models).",
             )
             # The browser turns an empty number field into 0, so 0 is what means "the task's own".
             max_new_tokens = gr.Number(
@@ -144,7 +157,8 @@ def build_settings_panel(model: str) -> list[gr.components.Component]:
             )
             thinking = gr.Radio(THINKING_CHOICES, value=TASK_DEFAULT, label="Thinking", info="Reasoning shows apart.")
         with gr.Row():
-            sampling = gr.Checkbox(False, label="Sample (off: greedy, repeatable)")
+            sampling = gr.Radio(SAMPLING_CHOICES, value=TASK_DEFAULT, label="Sampling",
+                                info="Off: greedy, repeatable. By default captions, chat, pages and questions sample.")
             temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, DEFAULT_TEMPERATURE, step=MIN_TEMPERATURE,
                                     label="Temperature")
             top_p = gr.Slider(0.05, 1, DEFAULT_TOP_P, step=0.01, label="Top-p")

@@ -6,11 +6,12 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from gemma_demo.engine.batching.requests import Batch
 from gemma_demo.engine.batching.tensors import merge_inputs
+from gemma_demo.engine.drafting import generate_drafting
 
 
 class _RowStreamer(BaseStreamer):
@@ -27,9 +28,13 @@ class _RowStreamer(BaseStreamer):
         now = time.perf_counter()
         if self.batch.first_token_at is None:
             self.batch.first_token_at = now
+        first = self.batch.steps == 0
         self.batch.steps += 1
-        for request, token in zip(self.batch.requests, value.reshape(-1).tolist()):
-            request.receive(token, now)
+        # One token per row, or several for a lone row when a drafter's guesses were accepted.
+        for request, row in zip(self.batch.requests, value.reshape(len(self.batch.requests), -1).tolist()):
+            request.draft.round(len(row), request.max_new_tokens - request.new_tokens, first)
+            for token in row:
+                request.receive(token, now)
 
     def end(self) -> None:
         if not self.batch.ending_to_take_more:
@@ -53,16 +58,44 @@ class _RowStops(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def run_generate(model, batch: Batch, pad_token_id: int, take_more: Callable[[Batch], bool] = lambda b: False) -> None:
-    """The one `generate` call for a batch, streaming each row to its request."""
+class _RowConstraints(LogitsProcessor):
+    """Masks each constrained row's logits to the tokens its grammar allows next."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+
+    def __call__(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
+        for row, request in enumerate(self.batch.requests):
+            if request.constraint is not None and request.wanted():
+                request.constraint.mask(scores[row])
+        return scores
+
+
+def _constraints(batch: Batch) -> dict:
+    if all(request.constraint is None for request in batch.requests):
+        return {}
+    return {"logits_processor": LogitsProcessorList([_RowConstraints(batch)])}
+
+
+def run_generate(
+    model, batch: Batch, pad_token_id: int, take_more: Callable[[Batch], bool] = lambda b: False, **extra
+) -> None:
+    """The one `generate` call for a batch, streaming each row to its request; `extra` goes to `generate` (a kept cache)."""
     requests = batch.requests
     inputs = merge_inputs([r.inputs for r in requests], pad_token_id).to(model.device)
-    with torch.inference_mode():
-        model.generate(
-            **inputs,
-            max_new_tokens=max(r.max_new_tokens - r.new_tokens for r in requests),
-            streamer=_RowStreamer(batch),
-            stopping_criteria=StoppingCriteriaList([_RowStops(batch, take_more)]),
-            pad_token_id=pad_token_id,
-            **requests[0].generation,
-        )
+
+    def call(**drafting) -> None:
+        with torch.inference_mode():
+            model.generate(
+                **inputs,
+                max_new_tokens=max(r.max_new_tokens - r.new_tokens for r in requests),
+                streamer=_RowStreamer(batch),
+                stopping_criteria=StoppingCriteriaList([_RowStops(batch, take_more)]),
+                pad_token_id=pad_token_id,
+                **requests[0].generation,
+                **_constraints(batch),
+                **extra,
+                **drafting,
+            )
+
+    generate_drafting(call, [r.draft for r in requests], lambda: batch.steps > 0)

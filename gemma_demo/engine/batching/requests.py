@@ -12,6 +12,7 @@ import torch
 from transformers import BatchFeature
 
 from gemma_demo.engine.batching.tensors import SEQUENCE_PADDING, media_shapes
+from gemma_demo.engine.drafting import DraftRecord
 
 MAX_BATCH = 8
 MAX_CARRY_OVERS = 2
@@ -35,6 +36,11 @@ class Request:
     batch: Batch | None = None
     generated: list[int] = field(default_factory=list)
     carry_overs: int = 0
+    # A grammar the answer must follow (`engine.grammar.JsonConstraint`): it masks this row's
+    # logits before each step and is told each token the row receives.
+    constraint: Any = None
+    # Who drafts for this request and how it went (`engine.drafting`).
+    draft: DraftRecord = field(default_factory=lambda: DraftRecord(None))
     batch_key: tuple = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +55,8 @@ class Request:
         if self.first_token_at is None:
             self.first_token_at = now
         self.generated.append(token)
+        if self.constraint is not None:
+            self.constraint.consume(token)
         self.tokens.put(token)
         if token in self.end_ids or self.new_tokens >= self.max_new_tokens:
             self.finish()
