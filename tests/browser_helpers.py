@@ -15,6 +15,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from app_helpers import free_port
 from gemma_demo.config import AppConfig
 from gemma_demo.engine.options import LoadOptions
+from gemma_demo.tiny.tokenizer import BYTE_TOKENS
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.ui.server import launch
 
@@ -27,6 +28,15 @@ CHROMIUM_ARGS = [
 # The fake microphone plays a file in a loop; the permission prompt is answered by itself.
 FAKE_MICROPHONE_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def answers_run_to_their_budget(backend) -> None:
+    """Random weights may sample an end of turn (ending a run before the page showed it
+    streaming) or settle on special or byte-fallback pieces that show no text (freezing the
+    page's answer); suppressing them makes every answer plain words exactly as long as asked."""
+    tokenizer = backend.processor.tokenizer
+    byte_pieces = tokenizer.convert_tokens_to_ids(BYTE_TOKENS)
+    backend.model.generation_config.suppress_tokens = sorted({*tokenizer.added_tokens_decoder, *byte_pieces})
 
 
 def serve(model: str, load: LoadOptions, cache: ModelCache):
@@ -61,19 +71,13 @@ def stats_line(panel: Locator) -> Locator:
     return panel.locator(".block").filter(has=panel.page.get_by_test_id("markdown-wrapper")).last
 
 
-def set_max_new_tokens(page: Page, tokens: int, greedy: bool = False) -> None:
-    """Type a token limit into the settings accordion (and switch sampling off) and fold it again.
-
-    Greedy where a test needs the whole budget: a sampled end token could end it early.
-    """
+def set_max_new_tokens(page: Page, tokens: int) -> None:
+    """Type a token limit into the settings accordion and fold it again."""
     accordion = page.get_by_role("button", name=re.compile("Model and generation settings"))
     accordion.click()
     field_ = page.get_by_label("Max new tokens")
     field_.fill(str(tokens))
     field_.press("Tab")
-    if greedy:
-        sampling = page.locator(".block", has=page.get_by_text("Sampling", exact=True)).last
-        sampling.get_by_label("Off", exact=True).check()
     accordion.click()
     page.get_by_label("Max new tokens").wait_for(state="hidden")
 

@@ -31,7 +31,7 @@ def add_agent_parser(commands, add_generation_arguments) -> None:
 
 
 def _schema(path: Path | None):
-    from gemma_demo.engine.grammar import check_schema
+    from gemma_demo.engine.json_schema import check_schema
 
     if path is None:
         return None

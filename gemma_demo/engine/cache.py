@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
 
 from gemma_demo.engine.base import Backend
 from gemma_demo.engine.options import LoadOptions
-from gemma_demo.engine.loading import load_local_backend
 from gemma_demo.engine.progress import LoadProgress, LoadState, reporting
 from gemma_demo.errors import GemmaDemoError, ModelUnavailableError
 
@@ -33,7 +31,15 @@ def _load_openai_backend(name: str, options: LoadOptions) -> Backend:
     return load_openai_backend(name, options)
 
 
-LOADERS: dict[str, Loader] = {"local": load_local_backend, "openai": _load_openai_backend}
+def _load_local_backend(name: str, options: LoadOptions) -> Backend:
+    # Imported on first use, as the remote one is: torch and transformers take seconds to
+    # import, and the page should answer before they do.
+    from gemma_demo.engine.loading import load_local_backend
+
+    return load_local_backend(name, options)
+
+
+LOADERS: dict[str, Loader] = {"local": _load_local_backend, "openai": _load_openai_backend}
 
 
 @dataclass(frozen=True)
@@ -158,5 +164,7 @@ class ModelCache:
         self._backend = None
         self._key = None
         gc.collect()
+        import torch  # here, not at import: the page must not wait seconds for torch to start
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

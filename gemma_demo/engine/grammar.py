@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import llguidance
 import llguidance.hf
 import numpy as np
 import torch
 
+from gemma_demo.engine.json_schema import check_schema
 from gemma_demo.errors import InvalidInputError
 
 TOOL_RESPONSE_TOKEN = "<|tool_response>"
@@ -36,17 +36,6 @@ def grammar_tokenizer(tokenizer, model) -> llguidance.LLTokenizer:
 def tool_response_ids(tokenizer) -> frozenset[int]:
     token = tokenizer.convert_tokens_to_ids(TOOL_RESPONSE_TOKEN)
     return frozenset() if token is None or token == tokenizer.unk_token_id else frozenset([token])
-
-
-def check_schema(schema: Any) -> dict[str, Any]:
-    """The schema if it is a JSON Schema object; otherwise a message that says what is wrong."""
-    if not isinstance(schema, dict):
-        raise InvalidInputError("The JSON answer schema must be a JSON object, e.g. {\"type\": \"object\", …}.")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as error:
-        raise InvalidInputError(f"The JSON answer schema is not valid: {error.message}") from None
-    return schema
 
 
 @dataclass

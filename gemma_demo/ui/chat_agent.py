@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_demo.engine.base import Backend
-from gemma_demo.engine.grammar import check_schema
+from gemma_demo.engine.json_schema import check_schema
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.tasks.agent import AgentOptions, AgentStep, StepKind, run_agent

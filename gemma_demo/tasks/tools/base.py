@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers.utils import get_json_schema
-
 from gemma_demo.engine.base import Backend
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.engine.tool_syntax import ToolCall
@@ -70,12 +68,24 @@ class Tool:
 
     name: str
     function: Callable[..., Any]
-    schema: dict[str, Any]
+    declared_schema: dict[str, Any] | None = None  # given by its source (an MCP server)
 
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> Tool:
-        schema = get_json_schema(function)
-        return cls(schema["function"]["name"], function, schema)
+        return cls(function.__name__, function)
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The declaration the chat template renders; a built-in's comes from its docstring.
+
+        Built when first asked for: `get_json_schema` imports transformers (and torch), which
+        would hold up the page's start by seconds.
+        """
+        if self.declared_schema is not None:
+            return self.declared_schema
+        from transformers.utils import get_json_schema
+
+        return get_json_schema(self.function)
 
 
 @dataclass(frozen=True)
