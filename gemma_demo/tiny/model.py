@@ -229,13 +229,13 @@ def ensure_tiny_model(variant: TinyVariant | str = TinyVariant.E2B, root: Path |
     name = UNIFIED if variant == UNIFIED else TinyVariant(variant).value
     root = root or Path(os.environ.get(TINY_ROOT_ENV, DEFAULT_TINY_DIR))
     directory = root / name
-    marker = directory / BUILD_MARKER
-    if not marker.exists() or marker.read_text(encoding="utf-8") != builder_fingerprint():
+    marker, fingerprint = directory / BUILD_MARKER, builder_fingerprint()
+    if not marker.exists() or marker.read_text(encoding="utf-8") != fingerprint:
         if name == UNIFIED:
             build_unified_model(directory)
         else:
             build_tiny_model(directory, name)
-        marker.write_text(builder_fingerprint(), encoding="utf-8")
+        marker.write_text(fingerprint, encoding="utf-8")
     return directory
 
 
