@@ -8,12 +8,15 @@ is reported.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -22,6 +25,9 @@ import psutil
 CACHE_DIR = Path(os.environ.get("GEMMA_BENCH_CACHE", Path.home() / ".cache" / "gemma_demo" / "benchmarks"))
 ROOT_INPUT = Path(__file__).resolve().parent.parent / "input"
 REPS = 5
+# oneDNN and ATen limited to AVX2: this machine computing as a CPU without AVX-512 and without
+# native bf16 does (the kind of host issue 18 was measured on, where bf16 products are emulated).
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 RSS_SAMPLE_S = 0.002
 MIB = 2**20
 GB = 1e9
@@ -66,6 +72,28 @@ class Row:
 
 def not_measured(id: str, what: str, target: Target | None, reason: str) -> Row:
     return Row(id=id, what=what, measured="—", target=target, note=f"not measured: {reason}")
+
+
+def rows_json(rows: list[Row]) -> str:
+    """Rows as one JSON line, for a parent process (`rows_from_child`)."""
+    return json.dumps([asdict(row) for row in rows])
+
+
+def rows_from_child(module: str, arguments: list[str], env: dict[str, str], suffix: str) -> list[Row]:
+    """The rows `python -m benchmarks.<module> --json ...` prints with `env` set, their ids suffixed.
+
+    CPU features such as `AVX2_ONLY` are read when torch starts, so they need a process of their own.
+    """
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--json", *arguments], cwd=root,
+                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"benchmarks.{module} {' '.join(arguments)} exited {done.returncode}: {done.stderr[-300:]}")
+    rows = []
+    for row in json.loads(done.stdout.strip().splitlines()[-1]):
+        target = Target(**row.pop("target")) if row["target"] else row.pop("target")
+        rows.append(Row(**{**row, "id": f"{row['id']} {suffix}", "target": target}))
+    return rows
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 
 from benchmarks.common import Row
 
+# What a smoke row (id S) measures when its task raised: a bug, listed in the summary.
+FAILED = "failed"
+
 INTRO = """
 How fast and lean Gemma 4 Studio is, each figure measured against what it cannot avoid.
 This file is written by `python -m benchmarks.run_all [--quick]`; one group alone runs
@@ -41,12 +44,22 @@ the figure. Memory figures are medians over freshly forked processes.
   (one `gr.Blocks` with a textbox), each until its page answers 200.
 - `--quick`: P7 builds the E2B text decoder only and times a few decode tokens; P5 uses
   the tiny model only; P3's transformers comparison and P6 skip the warm-up pair; the
-  experiments (X rows) are left out. P3 uses the 10-minute clip in both modes.
+  experiments (X rows) are left out; P13 times the 280 budget and the audio piece only,
+  one pass each after a warm-up (the other dtype without); P14 and P15 take fewer pairs and
+  rounds, but still run at real size. P3 uses the 10-minute clip in both modes.
+- P13 counts one tower pass with torch's `FlopCounterMode` (plus CPU flash attention, which
+  it does not count) and divides by the float32 rate of a 2048² `F.linear`, the better of
+  the rates just before and just after the tower's timing. The towers are the real E2B
+  classes with random bf16 weights, timed in the dtype the app picks
+  (`towers_in_float32_if_faster`). P14, P15 and the S rows come from the `real_size` group
+  (last, slow, not in pytest): the published E2B architecture saved as a 9.6 GB bf16
+  folder with the tiny tokenizer's ids, run through the CLI (a fresh process per task), in
+  process (P14) and through the app (P15).
 - Generated models, clips and audio are cached in `~/.cache/gemma_demo/benchmarks`
   (`GEMMA_BENCH_CACHE`), built on the first run.
 
-Rows: P rows have targets; L, T and M1 are figures for information; X rows are
-experiments (full run only).
+Rows: P rows have targets; L, T, M1, S and the lettered P13 rows are figures for
+information; X rows are experiments (full run only).
 """
 
 
@@ -63,4 +76,7 @@ def summary(rows: Sequence[Row]) -> str:
                      f"({row.note or 'no note'}).")
     for row in unmeasured:
         lines.append(f"- {row.id} was not measured: {row.note}.")
+    for row in rows:
+        if row.measured == FAILED:
+            lines.append(f"- {row.id} failed (a bug): {row.what}: {row.note}.")
     return "\n".join(lines)

@@ -8,16 +8,31 @@ loads any local folder.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
-from transformers import Gemma4Config, Gemma4ForCausalLM, Gemma4ForConditionalGeneration, Gemma4TextConfig
+from transformers import (
+    Gemma4Config,
+    Gemma4ForCausalLM,
+    Gemma4ForConditionalGeneration,
+    Gemma4Processor,
+    Gemma4TextConfig,
+    PreTrainedModel,
+)
 from transformers.initialization import no_init_weights
 
-from benchmarks.common import CACHE_DIR
+from benchmarks.common import CACHE_DIR, GB
 from benchmarks.reference_configs import REFERENCE_CONFIGS
-from gemma_demo.tiny.model import build_config, build_processor
+from gemma_demo.tiny.model import (
+    build_config,
+    build_processor,
+    model_card_generation_config,
+)
 
 # E2B's layout (per-layer embeddings, KV sharing, double-wide MLP) at ~133M parameters,
 # 0.53 GB of float32 safetensors: big enough that the model, not Python, sets the pace.
@@ -30,6 +45,12 @@ MEDIA_TOKEN_FIELDS = ("boi_token_id", "eoi_token_id", "image_token_id", "video_t
 DERIVED_TEXT_FIELDS = ("per_layer_config", "model_type", "transformers_version", "architectures", "_name_or_path")
 INIT_RANGE = 0.02
 FILL_BLOCK = 2**24  # random values copied round into every weight
+REAL_SIZE_DIR = CACHE_DIR / "models" / "real-e2b"
+REAL_SIZE_MARKER = "real-size-build.sha256"
+REAL_SIZE_FREE_BYTES = 11 * GB  # 9.6 GB of weights, and room to spare
+TEXT_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,51 @@ def small_checkpoint(seed: int = 0) -> Checkpoint:
     return Checkpoint(directory, parameters, weights.stat().st_size)
 
 
+def real_size_config(processor: Gemma4Processor) -> Gemma4Config:
+    """The published E2B config with the tiny tokenizer's id in every token-id field.
+
+    The vocabulary stays at 262,144 rows, so the embedding tables and the LM head cost what
+    a real checkpoint's do.
+    """
+    config = REFERENCE_CONFIGS["e2b"]()
+    tiny = build_config("e2b", processor)
+    for name in MEDIA_TOKEN_FIELDS:
+        setattr(config, name, getattr(tiny, name))
+    for name in TEXT_TOKEN_FIELDS:
+        setattr(config.text_config, name, getattr(tiny.text_config, name))
+    config.eos_token_id = tiny.eos_token_id
+    return config
+
+
+def real_size_checkpoint() -> Path:
+    """A folder holding the real E2B architecture in bf16 with random weights and the tiny processor (~9.6 GB).
+
+    The weights are written once; a marker with the config's hash is written after them, so
+    a folder left half-written, or built from another config, is built again. The processor
+    is saved on every call (it is small), so the folder renders the current prompt format.
+    """
+    processor = build_processor()
+    config = real_size_config(processor)
+    fingerprint = hashlib.sha256(config.to_json_string().encode()).hexdigest()
+    marker = REAL_SIZE_DIR / REAL_SIZE_MARKER
+    if not marker.exists() or marker.read_text(encoding="utf-8") != fingerprint:
+        shutil.rmtree(REAL_SIZE_DIR, ignore_errors=True)
+        REAL_SIZE_DIR.mkdir(parents=True)
+        free = shutil.disk_usage(REAL_SIZE_DIR).free
+        if free < REAL_SIZE_FREE_BYTES:
+            raise RuntimeError(f"{REAL_SIZE_DIR} needs {REAL_SIZE_FREE_BYTES / GB:.0f} GB free, "
+                               f"the disk has {free / GB:.1f} GB; free some or set GEMMA_BENCH_CACHE")
+        model = random_model(lambda: Gemma4ForConditionalGeneration(config), "cpu", torch.bfloat16)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[len(processor.tokenizer):].zero_()
+        model.generation_config = model_card_generation_config(config.text_config, processor.tokenizer)
+        model.save_pretrained(REAL_SIZE_DIR)
+        del model
+        marker.write_text(fingerprint, encoding="utf-8")
+    processor.save_pretrained(REAL_SIZE_DIR)
+    return REAL_SIZE_DIR
+
+
 def _count_parameters(config: Gemma4Config) -> int:
     with torch.device("meta"):
         return sum(p.numel() for p in Gemma4ForConditionalGeneration(config).parameters())
@@ -74,27 +140,37 @@ def _count_parameters(config: Gemma4Config) -> int:
 def reference_model(name: str, device: str, dtype: torch.dtype, text_only: bool = False, vocab: int | None = None):
     """The real architecture `name` (e2b, e4b) with random weights, built in place on `device`.
 
-    Weights are allocated uninitialised and filled by copying from one random block:
-    drawing 5-8B random numbers on two CPU cores takes most of a minute, copying them
-    seconds, and speed does not depend on the values. With `vocab`, embedding rows from
-    `vocab` on are zeroed: the tied LM head then never prefers a token the small
-    benchmark tokenizer cannot print, yet every byte of the real table is still read.
+    With `vocab`, embedding rows from `vocab` on are zeroed: the tied LM head then never
+    prefers a token the small benchmark tokenizer cannot print, yet every byte of the real
+    table is still read.
     """
     config = REFERENCE_CONFIGS[name]()
     model_class = Gemma4ForCausalLM if text_only else Gemma4ForConditionalGeneration
     model_config = config.text_config if text_only else config
+    model = random_model(lambda: model_class(model_config), device, dtype)
+    if vocab is not None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[vocab:].zero_()
+    return model
+
+
+def random_model(build: Callable[[], M], device: str, dtype: torch.dtype) -> M:
+    """`build()`, allocated uninitialised in `dtype` on `device`, weights filled from one random block.
+
+    Drawing 5-8B random numbers on two CPU cores takes most of a minute, copying them
+    seconds, and speed does not depend on the values.
+    """
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with no_init_weights(), torch.device(device):
-            model = model_class(model_config)
+            model = build()
     finally:
         torch.set_default_dtype(previous)
-    model.tie_weights()
+    if isinstance(model, PreTrainedModel):
+        model.tie_weights()
     with torch.no_grad():
         _fill_random(model.parameters(), dtype, device)
-        if vocab is not None:
-            model.get_input_embeddings().weight[vocab:].zero_()
     return model.eval()
 
 

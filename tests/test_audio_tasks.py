@@ -75,6 +75,8 @@ def _stats(tokens: int) -> Stats:
         new_tokens=tokens,
         time_to_first_token=FIRST_TOKEN_SECONDS,
         elapsed=FIRST_TOKEN_SECONDS + tokens * SECONDS_PER_TOKEN,
+        decode_tokens=tokens - 1,
+        decode_time=(tokens - 1) * SECONDS_PER_TOKEN,
     )
 
 
@@ -166,6 +168,8 @@ def test_results_stream_with_progress_and_stats_summed_over_chunks(long_clip):
     assert final.new_tokens == sum(s.new_tokens for s in per_chunk)
     assert final.elapsed == pytest.approx(sum(s.elapsed for s in per_chunk))
     assert final.time_to_first_token == FIRST_TOKEN_SECONDS
+    # Each chunk's wait for its first token (its encoding and prefill) is not decoding time.
+    assert final.tokens_per_second == pytest.approx(1 / SECONDS_PER_TOKEN)
 
 
 def test_a_silent_stretch_is_not_sent_to_the_model(tmp_path):

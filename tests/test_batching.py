@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from app_helpers import generation_threads, wait_until
 from gemma_demo.engine import local as local_backend
@@ -191,16 +192,64 @@ def test_a_running_batch_takes_in_a_request_that_arrives_later(tiny_backend, end
     assert rest.stats.new_tokens == 120 and second.stats.new_tokens == 20
 
 
-def test_a_request_does_not_wait_behind_a_long_answer(tiny_backend, recorded_batches, monkeypatch):
+@pytest.fixture
+def blocked_after_first_token(tiny_backend, monkeypatch):
+    """The first `generate` call stops after its first token (it is decoding) until `release` is set.
+
+    `release` is also set when it gives up waiting, so a test can tell whether it was still blocked.
+    """
+    sizes: list[int] = []
+    release = threading.Event()
+    real = tiny_backend.model.generate
+
+    class Block(LogitsProcessor):
+        steps = 0
+
+        def __call__(self, input_ids, scores):
+            self.steps += 1
+            if self.steps == 2:
+                release.wait(10)
+                release.set()
+            return scores
+
+    def generate(**kwargs):
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+        if len(sizes) == 1:
+            kwargs["logits_processor"] = LogitsProcessorList([Block()])
+        return real(**kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "generate", generate)
+    return sizes, release
+
+
+def test_a_request_that_cannot_join_does_not_wait_behind_a_long_answer(tiny_backend, blocked_after_first_token,
+                                                                      monkeypatch):
     monkeypatch.setattr(batching, "QUEUE_PATIENCE_S", 0.2)
+    sizes, release = blocked_after_first_token
+    first = tiny_backend.stream(text("Long."), GenerationSettings(max_new_tokens=40))
+    next(first)
+    # Sampling settings differ, so it cannot share the running batch.
+    second = last_update(tiny_backend.stream(text("Short."), GenerationSettings(max_new_tokens=5, sampling=True)))
+    assert second.done and second.stats.new_tokens > 0
+    assert sizes == [1, 1] and not release.is_set(), "the second request waited for the first"
+    release.set()
+    assert last_update(first).done
+
+
+def test_no_second_batch_starts_while_one_is_prefilling(tiny_backend, recorded_batches):
+    """Two prefills at once take the same cores and delay both (P15); the newcomer waits for the first token."""
     sizes, release = recorded_batches
     threads, results = in_threads(tiny_backend, [text("Long."), text("Short.")])
     threads[0].start()
     assert wait_until(lambda: len(sizes) == 1)
-    threads[1].start()
-    threads[1].join(10)
-    assert results[1] is not None and results[1].done, "the second request waited for the first"
-    assert sizes == [1, 1] and results[0] is None
+    incompatible = request(tiny_backend, text("Other."), GenerationSettings(max_new_tokens=5, sampling=True))
+    scheduler = tiny_backend.scheduler
+    with scheduler._lock:
+        scheduler._waiting.append(incompatible)
+    scheduler.hurry(incompatible)
+    assert scheduler._running == 1 and incompatible in scheduler._waiting
+    with scheduler._lock:
+        scheduler._waiting.remove(incompatible)
     release.set()
     threads[0].join(30)
     assert results[0].done

@@ -29,13 +29,16 @@ class Stats:
     drafter: str = ""
     draft_proposed: int = 0
     draft_accepted: int = 0
+    # Tokens after each answer's first, and the time they took: decoding alone, so that the
+    # speed of a transcript made of several pieces leaves out each piece's encoding and prefill.
+    decode_tokens: int = 0
+    decode_time: float = 0.0
 
     @property
     def tokens_per_second(self) -> float | None:
-        if self.time_to_first_token is None or self.new_tokens < 2:
+        if self.decode_tokens < 1 or self.decode_time <= 0:
             return None
-        decode_time = self.elapsed - self.time_to_first_token
-        return (self.new_tokens - 1) / decode_time if decode_time > 0 else None
+        return self.decode_tokens / self.decode_time
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "tokens_per_second": self.tokens_per_second}

@@ -16,6 +16,7 @@ from gemma_demo.engine.load_errors import explain
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.progress import DownloadBar
 from gemma_demo.engine.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
+from gemma_demo.engine.towers import towers_in_float32_if_faster
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def load_local_backend(name: str, options: LoadOptions):
     model.eval()
     drafter, draft_note = load_drafter(name, source, options, dtype=dtype, device_map=where["device_map"])
     if device == "cpu":
+        if towers_in_float32_if_faster(model):
+            log.info("The vision and audio towers run in float32: bf16 products are slower on this CPU")
         if switched := speed_up_cpu_decoding(model):
             log.info("%d bf16 linear layers use the single-row CPU fast path", switched)
     memory = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])

@@ -4,16 +4,18 @@
 that arrive together share one batched call. Two things make this safe: an exception
 inside `generate` reaches every reader of its batch (otherwise they would wait forever)
 and is re-raised to each caller; and closing the iterator (Stop, a closed tab) ends its
-row within a token instead of burning the machine for nobody. Token ids are turned into
-text here, in the reader's thread, so the generating thread does as little as possible
-per token.
+row within a token, or a prefill nobody waits for within a layer, instead of burning the
+machine for nobody. Token ids are turned into text here, in the reader's thread, so the
+generating thread does as little as possible per token. Until the first token, the
+stream says what the work is doing (`Update.status`: waiting, encoding the picture or
+audio, reading the prompt), so a minute-long prefill on a CPU is never a silent spinner.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch
 from gemma_demo.engine.batching.generate import run_generate
 from gemma_demo.engine.batching.requests import END, Batch, Request
 from gemma_demo.engine.batching.scheduler import BatchScheduler, next_tokens
+from gemma_demo.engine.batching.watch import install_stop_checks
 from gemma_demo.engine.drafting import Drafter, draft_record
 from gemma_demo.engine.base import Message, PromptCount, Stats, Update, check_capabilities, with_system_prompt
 from gemma_demo.engine.prefix_cache import PrefixCache
@@ -32,6 +35,7 @@ from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.engine.grammar import JsonConstraint, grammar_tokenizer, tool_response_ids
 from gemma_demo.engine.tool_syntax import without_calls
+from gemma_demo.engine.towers import keep_encoded_media
 
 JOIN_TIMEOUT_S = 30.0
 # Updates go out at most this often (the first at once, the last at the end). A fast model
@@ -39,6 +43,8 @@ JOIN_TIMEOUT_S = 30.0
 # parsing, Gradio's postprocessing, a message to the browser) GIL time that the generating
 # thread needs, and a screen shows no more than about 20 updates a second anyway.
 UPDATE_INTERVAL_S = 0.05
+# Before the first token, how often the reader looks at what the work is doing (`Request.stage`).
+STAGE_POLL_S = 0.5
 BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
@@ -134,6 +140,8 @@ class LocalBackend:
 
     def __post_init__(self) -> None:
         self.scheduler = BatchScheduler(self.name, self._generate)
+        install_stop_checks(self.model)
+        keep_encoded_media(self.model)
         self.byte_ids = byte_token_ids(self.processor.tokenizer)
         self.prefix_cache = PrefixCache(self.model, self.processor)
 
@@ -161,24 +169,35 @@ class LocalBackend:
         decoder = _TextDecoder(self.processor.tokenizer, self.byte_ids)
         raw = ""
 
-        def update(done: bool) -> Update:
+        def update(done: bool, status: str = "") -> Update:
             first = request.first_token_at
+            now = time.perf_counter()
             stats = Stats(
                 prompt_tokens=prompt_tokens,
                 new_tokens=request.new_tokens,
                 time_to_first_token=None if first is None else first - started,
-                elapsed=time.perf_counter() - started,
+                elapsed=now - started,
                 model_memory_bytes=self.memory_bytes,
+                decode_tokens=max(request.new_tokens - 1, 0),
+                decode_time=0.0 if first is None else now - first,
                 **request.draft.stats(),
             )
             scan = without_calls(raw, bool(settings.tools))
             split = split_reasoning(scan.text)
-            return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done, tool_calls=scan.calls)
+            return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done, status=status,
+                          tool_calls=scan.calls)
 
-        sent_at, begun = -UPDATE_INTERVAL_S, False
+        sent_at, begun, stage = -UPDATE_INTERVAL_S, False, ""
         try:
             while True:
-                items = next_tokens(request, self.scheduler, sent_at + UPDATE_INTERVAL_S)
+                # Until the first token, wake up now and then to say what the work is doing.
+                give_up = None if begun else time.monotonic() + STAGE_POLL_S
+                items = next_tokens(request, self.scheduler, sent_at + UPDATE_INTERVAL_S, give_up)
+                if not items:
+                    if request.stage != stage:
+                        stage = request.stage
+                        yield update(False, f"{stage}…")
+                    continue
                 ids = [item for item in items if isinstance(item, int)]
                 chunk = decoder.add(ids, last=items[-1] is END)
                 raw += chunk
@@ -225,8 +244,8 @@ class LocalBackend:
                 "image budget or the number of video frames, or ask for fewer new tokens."
             )
 
-    def _generate(self, batch: Batch, take_more: Callable[[Batch], bool]) -> None:
-        run_generate(self.model, batch, self.processor.tokenizer.pad_token_id, take_more)
+    def _generate(self, batch: Batch, scheduler: BatchScheduler) -> None:
+        run_generate(self.model, batch, self.processor.tokenizer.pad_token_id, scheduler.take_more, scheduler.join)
 
 
 def _release(request: Request) -> None:

@@ -25,7 +25,8 @@ import torch
 from transformers import BatchFeature, DynamicCache
 
 from gemma_demo.engine.batching.generate import run_generate
-from gemma_demo.engine.batching.requests import Batch, Request
+from gemma_demo.engine.batching.requests import READING, Batch, Request
+from gemma_demo.engine.batching.watch import Abandoned, working_for
 
 MAX_KEPT = 8
 MAX_KEPT_BYTES = 4 * 2**30
@@ -93,10 +94,14 @@ class PrefixCache:
     def _run(self, batch: Batch, pad_token_id: int) -> None:
         request = batch.requests[0]
         try:
-            cache = self.prefill(request.inputs)
+            with working_for(batch):
+                request.stage = READING
+                cache = self.prefill(request.inputs)
             ids = request.inputs["input_ids"]
             request.inputs = BatchFeature({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
             run_generate(self.model, batch, pad_token_id, cache=cache)
+        except Abandoned:
+            pass
         except BaseException as error:  # noqa: BLE001 - handed to the reader, as the batcher does
             request.finish(error)
         finally:

@@ -111,7 +111,8 @@ def _answer(
 
 
 def _status(result: ChatResult, warning: str) -> str:
-    return " · ".join(part for part in (warning, result.update.stats.summary()) if part)
+    """What the model is doing before its first token (e.g. "Encoding the picture…"), then the figures."""
+    return " · ".join(part for part in (result.update.status, warning, result.update.stats.summary()) if part)
 
 
 def _path(file: Any) -> str:

@@ -9,20 +9,28 @@ the weights whatever the batch size.
 The policy, in order:
 - An idle model starts a request at once. Requests still building their inputs at that
   moment (users who pressed Run together) are waited for, at most `GATHER_S`.
+- Each request's media go through the towers alone, once, before its batch prefills
+  (`engine.towers`); compatible requests that arrive meanwhile join the batch before
+  its prefill, so they share it instead of waiting for the first answer to end.
 - A request that arrives while a batch runs joins the next batch, with every other
   request waiting by then.
 - A running batch takes in compatible requests that arrive after it started when that
   pays: it stops, its rows' tokens so far become part of their prompts, and it starts
-  again with the newcomers. It pays when prefilling again costs less than the newcomers
-  would wait for the batch to end (so on a GPU nearly always, on a CPU early in an
-  answer); a row is carried over at most `MAX_CARRY_OVERS` times.
-- Nobody waits behind a long answer: a request still waiting after `QUEUE_PATIENCE_S`
-  starts a batch of its own beside the running one.
+  again with the newcomers. It pays when prefilling the text again (media are never
+  encoded twice) costs less than the newcomers would wait for the batch to end (so on a
+  GPU nearly always, on a CPU early in an answer); a row is carried over at most
+  `MAX_CARRY_OVERS` times.
+- Nobody waits behind a long answer: a request that cannot join the running batch and
+  is still waiting after `QUEUE_PATIENCE_S` starts a batch of its own beside it, but
+  never while a batch encodes or prefills: two prefills at once share the same cores,
+  and both people wait longer than if they had taken turns.
 - Only requests with the same sampling settings and media tensors of the same shape
   share a batch (their tensors are concatenated, prompts left-padded); each row stops
-  at its own `max_new_tokens`, end of turn or Stop, and the others go on.
+  at its own `max_new_tokens`, end of turn or Stop, and the others go on. Stop is
+  checked before every layer (`watch`), so it also ends a long prefill.
 
 Modules: `tensors` merges processor outputs into one batch; `requests` holds a request's
 and a batch's state; `scheduler` decides what runs together; `generate` is the one
-`generate` call, streaming each row to its reader. Part of `engine`: imports no layer above.
+`generate` call, streaming each row to its reader; `watch` knows which batch a thread
+works for and stops it between layers. Part of `engine`: imports no layer above.
 """

@@ -9,9 +9,11 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from gemma_demo.engine.batching.requests import Batch
+from gemma_demo.engine.batching.requests import READING, Batch
 from gemma_demo.engine.batching.tensors import merge_inputs
+from gemma_demo.engine.batching.watch import Abandoned, working_for
 from gemma_demo.engine.drafting import generate_drafting
+from gemma_demo.engine.towers import encode_media
 
 
 class _RowStreamer(BaseStreamer):
@@ -71,6 +73,11 @@ class _RowConstraints(LogitsProcessor):
         return scores
 
 
+def _set_stage(batch: Batch, stage: str) -> None:
+    for request in batch.requests:
+        request.stage = stage
+
+
 def _constraints(batch: Batch) -> dict:
     if all(request.constraint is None for request in batch.requests):
         return {}
@@ -78,10 +85,36 @@ def _constraints(batch: Batch) -> dict:
 
 
 def run_generate(
-    model, batch: Batch, pad_token_id: int, take_more: Callable[[Batch], bool] = lambda b: False, **extra
+    model,
+    batch: Batch,
+    pad_token_id: int,
+    take_more: Callable[[Batch], bool] = lambda b: False,
+    join: Callable[[Batch], bool] = lambda b: False,
+    **extra,
 ) -> None:
-    """The one `generate` call for a batch, streaming each row to its request; `extra` goes to `generate` (a kept cache)."""
+    """The one `generate` call for a batch, streaming each row to its request; `extra` goes to `generate` (a kept cache).
+
+    Each request's media are encoded first, one request at a time; requests that arrived
+    meanwhile and can share the batch `join` it before the text prefill begins, so people
+    who pressed Run a few seconds apart share one prefill instead of one waiting for the
+    other's whole answer. Stop ends the work between two layers (`watch`).
+    """
+    with working_for(batch):
+        try:
+            _encode_and_generate(model, batch, pad_token_id, take_more, join, extra)
+        except Abandoned:
+            pass
+
+
+def _encode_and_generate(model, batch: Batch, pad_token_id: int, take_more, join, extra: dict) -> None:
+    _set_stage(batch, READING)
+    encode_media(model, batch.requests)
+    while join(batch):
+        encode_media(model, batch.requests)
+    batch.media_ready = True
+    _set_stage(batch, READING)
     requests = batch.requests
+    batch.prefill_started_at = time.perf_counter()
     inputs = merge_inputs([r.inputs for r in requests], pad_token_id).to(model.device)
 
     def call(**drafting) -> None:

@@ -18,6 +18,8 @@ MAX_BATCH = 8
 MAX_CARRY_OVERS = 2
 
 END = object()
+WAITING = "Waiting for the model"
+READING = "Reading the prompt"
 
 
 @dataclass(eq=False)
@@ -41,6 +43,11 @@ class Request:
     constraint: Any = None
     # Who drafts for this request and how it went (`engine.drafting`).
     draft: DraftRecord = field(default_factory=lambda: DraftRecord(None))
+    # What the work for this request is doing before its first token, for the status line.
+    stage: str = WAITING
+    # Each media kind's encoder output ("image", "audio", "video"), computed once (`engine.towers`).
+    encoded: dict[str, Any] = field(default_factory=dict)
+    queued_at: float = field(default_factory=time.monotonic)
     batch_key: tuple = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +92,10 @@ class Batch:
     requests: list[Request]
     thread: threading.Thread | None = None
     started_at: float = field(default_factory=time.perf_counter)
+    # When the text prefill began: after the media were encoded (`engine.towers`).
+    prefill_started_at: float | None = None
+    # Every request's media are encoded: the model reads them from `Request.encoded`.
+    media_ready: bool = False
     first_token_at: float | None = None
     steps: int = 0
     ending_to_take_more: bool = False
@@ -92,18 +103,25 @@ class Batch:
     def over(self) -> bool:
         return all(not request.wanted() for request in self.requests)
 
+    def can_grow(self) -> bool:
+        """Could the batch restart with one more row (room left, no row carried over too often)?"""
+        rows = [r for r in self.requests if r.wanted()]
+        return len(rows) < MAX_BATCH and all(r.carry_overs < MAX_CARRY_OVERS for r in rows)
+
     def worth_restarting(self) -> bool:
         """Would prefilling this batch again cost less than waiting for it to end?
 
-        Both are estimated from this batch's own timings: its prefill, scaled by how much
-        longer the prompts have grown, against its mean step times the largest budget left.
+        Both are estimated from this batch's own timings: its text prefill, scaled by how
+        much longer the prompts have grown, against its mean step times the largest budget
+        left. Encoding media is not counted: a restart never encodes a request's media again,
+        and newcomers pay for theirs whichever way they run.
         """
         rows = [r for r in self.requests if r.wanted()]
-        if not rows or self.first_token_at is None or self.steps < 2 or len(rows) >= MAX_BATCH:
+        if not rows or self.first_token_at is None or self.prefill_started_at is None or self.steps < 2:
             return False
-        if any(r.carry_overs >= MAX_CARRY_OVERS for r in rows):
+        if not self.can_grow():
             return False
         prompt = max(int(r.inputs["input_ids"].shape[1]) for r in rows)
-        prefill_again = (self.first_token_at - self.started_at) * (prompt + self.steps) / prompt
+        prefill_again = (self.first_token_at - self.prefill_started_at) * (prompt + self.steps) / prompt
         step = (time.perf_counter() - self.first_token_at) / (self.steps - 1)
         return prefill_again < step * max(r.max_new_tokens - r.new_tokens for r in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,17 +20,19 @@ class BatchScheduler:
     """Queues requests for one model and runs them as batches, each batch in a fresh thread.
 
     Threads live only while there is work, so an unused model holds no thread and can be
-    freed; a reader whose batch is over can join its thread. `generate_batch(batch, take_more)`
-    is the model call; it ends early when `take_more(batch)` says so.
+    freed; a reader whose batch is over can join its thread. `generate_batch(batch, scheduler)`
+    is the model call: it lets requests `join` the batch before its prefill, and ends early
+    when `take_more(batch)` says so.
     """
 
-    def __init__(self, name: str, generate_batch: Callable[[Batch, Callable[[Batch], bool]], None]):
+    def __init__(self, name: str, generate_batch: Callable[[Batch, BatchScheduler], None]):
         self.name = name
         self.generate_batch = generate_batch
         self._lock = threading.Condition()
         self._waiting: list[Request] = []
         self._preparing = 0
         self._running = 0
+        self._batches: list[Batch] = []
 
     @contextmanager
     def arriving(self) -> Iterator[Callable[[Request], None]]:
@@ -57,10 +60,33 @@ class BatchScheduler:
                     self._lock.notify_all()
 
     def hurry(self, request: Request) -> None:
-        """Start a batch beside the running ones for a request that has waited long enough."""
+        """Start a batch beside the running ones for a request that has waited long enough.
+
+        Not while a running batch is still encoding or prefilling: a second prefill would
+        take the same cores and delay both (on a 2-core CPU two concurrent real-size
+        captions both waited 305 s, against 84 s for one alone); a compatible request
+        joins that batch before its prefill instead (`join`). Nor beside a batch it could
+        join later: that batch's `take_more` weighs a restart against the wait.
+        """
         with self._lock:
-            if request in self._waiting:
-                self._start_batch_thread()
+            if request not in self._waiting or any(b.first_token_at is None for b in self._batches):
+                return
+            # A batch it could join decides by measured cost when to restart with it (`take_more`).
+            if any(b.requests and b.requests[0].batch_key == request.batch_key and b.can_grow() for b in self._batches):
+                return
+            self._start_batch_thread()
+
+    def join(self, batch: Batch) -> bool:
+        """Move the waiting requests that can share `batch` into it, before its prefill; whether any came."""
+        with self._lock:
+            key = batch.requests[0].batch_key
+            room = MAX_BATCH - len(batch.requests)
+            joining = [r for r in self._waiting if r.batch_key == key and not r.stop.is_set()][:room]
+            self._waiting = [r for r in self._waiting if r not in joining]
+            for request in joining:
+                request.batch = batch
+            batch.requests.extend(joining)
+            return bool(joining)
 
     def take_more(self, batch: Batch) -> bool:
         """Should `batch` stop and start again with the compatible requests waiting now?"""
@@ -85,6 +111,8 @@ class BatchScheduler:
                 request.batch = batch
             self._run(batch)
         with self._lock:
+            if batch is not None:
+                self._batches.remove(batch)
             self._running -= 1
             if batch is not None and self._waiting:
                 self._start_batch_thread()
@@ -102,11 +130,13 @@ class BatchScheduler:
         key = self._waiting[0].batch_key
         chosen = [r for r in self._waiting if r.batch_key == key][:MAX_BATCH]
         self._waiting = [r for r in self._waiting if r not in chosen]
-        return Batch(chosen)
+        batch = Batch(chosen)
+        self._batches.append(batch)
+        return batch
 
     def _run(self, batch: Batch) -> None:
         try:
-            self.generate_batch(batch, self.take_more)
+            self.generate_batch(batch, self)
         except BaseException as error:  # noqa: BLE001 - handed to every reader of the batch
             for request in batch.requests:
                 request.finish(error)
@@ -124,17 +154,26 @@ class BatchScheduler:
                 self._waiting[:0] = going_on
 
 
-def next_tokens(request: Request, scheduler: BatchScheduler, collect_until: float) -> list[Any]:
+def next_tokens(request: Request, scheduler: BatchScheduler, collect_until: float, give_up: float | None = None) -> list[Any]:
     """Block for what `request` has received, collecting until `collect_until` (monotonic) or its end.
 
-    A request still waiting for a batch after `QUEUE_PATIENCE_S` is hurried.
+    With `give_up` (monotonic), an empty list if nothing came by then: the reader can tell
+    the person what the work is doing meanwhile. A request still waiting for a batch
+    `QUEUE_PATIENCE_S` after it was queued is hurried.
     """
+    hurry_at = request.queued_at + QUEUE_PATIENCE_S
     while True:
+        deadline = min(give_up if give_up is not None else math.inf, hurry_at if request.batch is None else math.inf)
         try:
-            items = [request.tokens.get(timeout=None if request.batch is not None else QUEUE_PATIENCE_S)]
+            items = [request.tokens.get(timeout=None if deadline == math.inf else max(deadline - time.monotonic(), 0))]
             break
         except Empty:
-            scheduler.hurry(request)
+            now = time.monotonic()
+            if request.batch is None and now >= hurry_at:
+                scheduler.hurry(request)
+                hurry_at = now + QUEUE_PATIENCE_S
+            if give_up is not None and now >= give_up:
+                return []
     while items[-1] is not END and not isinstance(items[-1], BaseException):
         remaining = collect_until - time.monotonic()
         try:

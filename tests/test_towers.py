@@ -1,0 +1,248 @@
+"""Media are encoded once per request, outside the batch; Stop ends a prefill; the wait is shown."""
+
+import copy
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from app_helpers import wait_until
+from test_batching import picture, sound
+from torch.nn.modules.module import register_module_forward_pre_hook
+
+from gemma_demo.cli.main import main
+from gemma_demo.engine import towers
+from gemma_demo.engine.base import last_update
+from gemma_demo.engine.batching.requests import READING
+from gemma_demo.engine.batching.watch import current_batch
+from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.local import LocalBackend, build_inputs
+from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.settings import GenerationSettings
+
+GREEDY = GenerationSettings(max_new_tokens=8)
+CHELSEA = Path(__file__).resolve().parents[1] / "input" / "chelsea.jpg"
+
+
+def inner(backend):
+    return backend.model.model
+
+
+@pytest.fixture
+def encoded_items(tiny_backend):
+    """How many pictures and audio pieces went through the towers, counted per tower call."""
+    counts = {"vision": 0, "audio": 0}
+
+    def count(name):
+        def hook(module, args, kwargs):
+            first = args[0] if args else next(iter(kwargs.values()))
+            counts[name] += int(first.shape[0])
+        return hook
+
+    handles = [inner(tiny_backend).vision_tower.register_forward_pre_hook(count("vision"), with_kwargs=True),
+               inner(tiny_backend).audio_tower.register_forward_pre_hook(count("audio"), with_kwargs=True)]
+    yield counts
+    for handle in handles:
+        handle.remove()
+
+
+@pytest.fixture
+def held_tower(tiny_backend):
+    """The vision tower's first call waits for `release` once it has `started`."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(module, args, kwargs):
+        if not started.is_set():
+            started.set()
+            release.wait(30)
+
+    handle = inner(tiny_backend).vision_tower.register_forward_pre_hook(hold, with_kwargs=True)
+    yield started, release
+    release.set()
+    handle.remove()
+
+
+@pytest.fixture
+def generate_sizes(tiny_backend, monkeypatch):
+    sizes: list[int] = []
+    real = tiny_backend.model.generate
+
+    def generate(**kwargs):
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "generate", generate)
+    return sizes
+
+
+def test_a_request_arriving_while_another_encodes_its_picture_shares_its_prefill(tiny_backend, held_tower,
+                                                                                 generate_sizes, encoded_items):
+    prompts = [picture("red"), picture("navy", "What colour is this?")]
+    started, release = held_tower
+    results: list = [None, None]
+
+    def ask(i):
+        results[i] = last_update(tiny_backend.stream(prompts[i], GREEDY))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    threads[0].start()
+    assert started.wait(30)
+    threads[1].start()
+    assert wait_until(lambda: len(tiny_backend.scheduler._waiting) == 1)
+    release.set()
+    for thread in threads:
+        thread.join(60)
+    assert generate_sizes == [2], "the second request did not join the first one's batch before its prefill"
+    assert encoded_items["vision"] == 2
+    alone = [last_update(tiny_backend.stream(p, GREEDY)).answer for p in prompts]
+    assert [r.answer for r in results] == alone
+
+
+@pytest.mark.parametrize("prompts", [
+    (picture("red"), picture("navy", "What colour is this?")),
+    (sound(1.0), sound(2.3)),
+], ids=["image", "audio"])
+def test_a_batch_that_restarts_for_a_newcomer_does_not_encode_media_again(tiny_backend, prompts, monkeypatch,
+                                                                          generate_sizes, encoded_items):
+    """The first row's picture or clip is encoded once though its prompt is prefilled twice."""
+    real = tiny_backend.model.generate
+    ends = sorted(tiny_backend._end_ids())
+    monkeypatch.setattr(tiny_backend.model, "generate", lambda **kw: real(**kw, suppress_tokens=ends))
+    long, short = GenerationSettings(max_new_tokens=120), GenerationSettings(max_new_tokens=20)
+    expected = [last_update(tiny_backend.stream(p, s)).answer for p, s in zip(prompts, (long, short))]
+    generate_sizes.clear()
+    for name in encoded_items:
+        encoded_items[name] = 0
+    first = tiny_backend.stream(prompts[0], long)
+    next(first)
+    second = last_update(tiny_backend.stream(prompts[1], short))
+    rest = last_update(first)
+    assert generate_sizes == [1, 2], "the second request did not join the running batch"
+    assert sum(encoded_items.values()) == 2
+    assert [rest.answer, second.answer] == expected
+
+
+def test_stop_during_the_towers_ends_the_work_before_the_text_model_runs(tiny_backend, held_tower):
+    started, release = held_tower
+    layers = inner(tiny_backend).language_model.layers
+    ran: list[int] = []
+    handle = layers[0].register_forward_pre_hook(lambda module, args: ran.append(1))
+    try:
+        stream = tiny_backend.stream(picture("red"), GREEDY)
+        reader = threading.Thread(target=last_update, args=(stream,))
+        reader.start()
+        assert started.wait(30)
+        batch = tiny_backend.scheduler._batches[0]
+        for request in batch.requests:
+            request.stop.set()
+        release.set()
+        assert wait_until(lambda: batch.thread is not None and not batch.thread.is_alive(), 30)
+        reader.join(30)
+    finally:
+        handle.remove()
+    assert ran == [], "the text model prefilled a prompt nobody waits for"
+
+
+def test_stop_during_the_prefill_ends_it_within_a_layer(tiny_backend):
+    layers = inner(tiny_backend).language_model.layers
+    ran: list[int] = []
+
+    def stop_at_first_layer(module, args):
+        ran.append(1)
+        for request in current_batch().requests:
+            request.stop.set()
+
+    handles = [layers[0].register_forward_pre_hook(stop_at_first_layer)]
+    handles += [layer.register_forward_pre_hook(lambda module, args: ran.append(1)) for layer in layers[1:]]
+    try:
+        final = last_update(tiny_backend.stream(picture("red"), GREEDY))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(ran) == 1 and final.stats.new_tokens == 0
+
+
+def test_the_stream_says_what_it_does_before_the_first_token(tiny_backend, held_tower):
+    _, release = held_tower
+    reading, go_on = threading.Event(), threading.Event()
+
+    def hold_prefill(module, args):
+        if current_batch() is not None and current_batch().first_token_at is None and not reading.is_set():
+            reading.set()
+            go_on.wait(30)
+
+    handle = inner(tiny_backend).language_model.layers[0].register_forward_pre_hook(hold_prefill)
+    try:
+        stream = tiny_backend.stream(picture("red"), GREEDY)
+        assert next(stream).status == "Encoding the picture…"
+        release.set()
+        assert reading.wait(30)
+        assert next(stream).status == f"{READING}…"
+        go_on.set()
+        rest = list(stream)
+    finally:
+        go_on.set()
+        handle.remove()
+    assert rest[-1].done and rest[-1].stats.new_tokens > 0 and not rest[-1].status
+
+
+def test_the_cli_tells_stderr_what_runs_before_the_first_token(capsys, monkeypatch, tiny_root):
+    """The vision tower waits until the stream has told its stage, as a real-size one takes a minute."""
+    monkeypatch.setenv("GEMMA_DEMO_TINY_ROOT", str(tiny_root))
+    told = threading.Event()
+    real_stream = LocalBackend.stream
+
+    def stream(self, messages, settings):
+        for update in real_stream(self, messages, settings):
+            if update.status:
+                told.set()
+            yield update
+
+    def hold(module, args):
+        if type(module).__name__ == "Gemma4VisionModel":
+            told.wait(30)
+
+    monkeypatch.setattr(LocalBackend, "stream", stream)
+    handle = register_module_forward_pre_hook(hold)
+    try:
+        code = main(["caption", str(CHELSEA), "--model", "tiny", "--max-new-tokens", "4"])
+    finally:
+        handle.remove()
+    assert code == 0
+    assert f"{CHELSEA}: Encoding the picture…" in capsys.readouterr().err.splitlines()
+
+
+@pytest.fixture(scope="module")
+def bf16_backends(tiny_root):
+    """The tiny model in bf16 twice: towers in bf16, and towers in float32 as on a CPU without bf16."""
+    plain = ModelCache().get("tiny", LoadOptions(tiny_root=tiny_root, dtype="bfloat16"))
+    upcast = ModelCache().get("tiny", LoadOptions(tiny_root=tiny_root, dtype="bfloat16"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(towers, "cpu_bf16_is_slow", lambda: True)
+        assert towers.towers_in_float32_if_faster(upcast.model)
+    return plain, upcast
+
+
+def test_towers_run_in_float32_where_bf16_is_slow_and_the_text_model_stays_bf16(bf16_backends):
+    plain, upcast = bf16_backends
+    assert {p.dtype for t in towers.tower_modules(upcast.model) for p in t.parameters()} == {torch.float32}
+    assert {p.dtype for p in inner(upcast).language_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for t in towers.tower_modules(plain.model) for p in t.parameters()} == {torch.bfloat16}
+    for messages in (picture("red"), sound(1.5)):
+        assert last_update(upcast.stream(messages, GREEDY)).stats.new_tokens > 0
+
+
+def test_float32_towers_give_soft_tokens_at_least_as_exact_as_bf16_ones(bf16_backends, tiny_backend):
+    """Against the checkpoint's towers in float64, the upcast towers are never further off than bf16 ones."""
+    plain, upcast = bf16_backends
+    inputs = build_inputs(plain.processor, picture("red"), GREEDY)
+    reference = _soft_tokens(copy.deepcopy(inner(tiny_backend)).double(), inputs)
+    errors = {name: (_soft_tokens(inner(backend), inputs) - reference).abs().max().item()
+              for name, backend in (("bf16", plain), ("float32", upcast))}
+    assert 0 < errors["float32"] < errors["bf16"], errors
+
+
+def _soft_tokens(model, inputs) -> torch.Tensor:
+    with torch.inference_mode():
+        output = model.get_image_features.encode(inputs["pixel_values"], inputs["image_position_ids"], return_dict=True)
+    return torch.cat(output.pooler_output).double()
