@@ -55,6 +55,10 @@ the figure. Memory figures are medians over freshly forked processes.
   (last, slow, not in pytest): the published E2B architecture saved as a 9.6 GB bf16
   folder with the tiny tokenizer's ids, run through the CLI (a fresh process per task), in
   process (P14) and through the app (P15).
+- Rows marked "AVX2" (P13 and P14) run in a child process with oneDNN and ATen limited to
+  AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`): this machine computing as a CPU
+  without AVX-512 and native bf16 does, where bf16 products are emulated and the app runs
+  the towers in float32. P13e compares the float32 towers' soft tokens with the bf16 ones.
 - Generated models, clips and audio are cached in `~/.cache/gemma_demo/benchmarks`
   (`GEMMA_BENCH_CACHE`), built on the first run.
 

@@ -257,7 +257,7 @@ def run(quick: bool = False, model: str | None = None) -> list[Row]:
     given, model = model, model or str(real_size_checkpoint())
     rows = smoke_rows(label, model)
     measures = (("P14", P14_TARGET, P14_WHAT, lambda: p14_row(label, model, 2 if quick else 4)),
-                ("P15", P15_TARGET, P15_WHAT, lambda: p15_row(label, model, 1 if quick else 2)),
+                ("P15", P15_TARGET, P15_WHAT, lambda: p15_row(label, model, 2 if quick else 3)),
                 ("P14 AVX2", P14_TARGET, P14_WHAT, lambda: p14_avx2_rows(given)))
     for ident, target, what, measure in measures:
         try:

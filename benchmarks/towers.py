@@ -157,9 +157,14 @@ def count_flops(run: Callable[[], object]) -> int:
 def pass_seconds(run: Callable[[], object], reps: int, warmup: bool = True) -> float:
     """Median seconds of `reps` passes, each in a fresh thread as the engine runs them."""
 
-    def one() -> float:
+    def without_autograd() -> None:
+        # Inside the thread: inference mode is per thread, and without it autograd keeps every
+        # activation (a 560-budget pass then took over 10 GB) and the pass runs slower.
         with torch.inference_mode():
-            return in_thread(timed(run))
+            run()
+
+    def one() -> float:
+        return in_thread(timed(without_autograd))
 
     if warmup:
         one()

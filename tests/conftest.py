@@ -51,3 +51,35 @@ def client(app):
     from gradio_client import Client
 
     return Client(app.local_url, verbose=False)
+
+
+@pytest.fixture
+def encoded_items(tiny_backend):
+    """How many pictures and audio pieces went through the towers, counted per tower call."""
+    counts = {"vision": 0, "audio": 0}
+
+    def count(name):
+        def hook(module, args, kwargs):
+            first = args[0] if args else next(iter(kwargs.values()))
+            counts[name] += int(first.shape[0])
+        return hook
+
+    handles = [tiny_backend.model.model.vision_tower.register_forward_pre_hook(count("vision"), with_kwargs=True),
+               tiny_backend.model.model.audio_tower.register_forward_pre_hook(count("audio"), with_kwargs=True)]
+    yield counts
+    for handle in handles:
+        handle.remove()
+
+
+@pytest.fixture
+def endless(tiny_backend, monkeypatch):
+    """Answers never end early (end of turn suppressed), and each `generate` call's batch size is recorded."""
+    sizes: list[int] = []
+    real = tiny_backend.model.generate
+
+    def generate(**kwargs):
+        sizes.append(int(kwargs["input_ids"].shape[0]))
+        return real(**kwargs, suppress_tokens=sorted(tiny_backend._end_ids()))
+
+    monkeypatch.setattr(tiny_backend.model, "generate", generate)
+    return sizes

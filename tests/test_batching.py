@@ -160,34 +160,25 @@ def test_requests_arriving_while_the_model_is_busy_join_one_batch(tiny_backend, 
     assert all(r is not None and r.done and r.stats.new_tokens > 0 for r in results)
 
 
-@pytest.fixture
-def endless(tiny_backend, monkeypatch):
-    """Answers never end early (end of turn suppressed), and each `generate` call's batch size is recorded."""
-    sizes: list[int] = []
-    real = tiny_backend.model.generate
-
-    def generate(**kwargs):
-        sizes.append(int(kwargs["input_ids"].shape[0]))
-        return real(**kwargs, suppress_tokens=sorted(tiny_backend._end_ids()))
-
-    monkeypatch.setattr(tiny_backend.model, "generate", generate)
-    return sizes
-
-
 @pytest.mark.parametrize("prompts", [
     (text("Long."), text("Short.")),
     (picture("red"), picture("navy", "What colour is this?")),
     (sound(1.0), sound(2.3)),
 ], ids=["text", "image", "audio"])
-def test_a_running_batch_takes_in_a_request_that_arrives_later(tiny_backend, endless, prompts):
+def test_a_running_batch_takes_in_a_request_that_arrives_later(tiny_backend, endless, encoded_items, prompts):
     long, short = GenerationSettings(max_new_tokens=120), GenerationSettings(max_new_tokens=20)
     expected = [last_update(tiny_backend.stream(p, s)).answer for p, s in zip(prompts, (long, short))]
     endless.clear()
+    for name in encoded_items:
+        encoded_items[name] = 0
     first = tiny_backend.stream(prompts[0], long)
     next(first)
     second = last_update(tiny_backend.stream(prompts[1], short))
     rest = last_update(first)
     assert endless == [1, 2], "the second request did not join the running batch"
+    # The first row's prompt is prefilled twice, its picture or clip encoded once.
+    with_media = sum(prompt[0]["content"][0]["type"] != "text" for prompt in prompts)
+    assert sum(encoded_items.values()) == with_media
     assert [rest.answer, second.answer] == expected
     assert rest.stats.new_tokens == 120 and second.stats.new_tokens == 20
 

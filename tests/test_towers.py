@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from app_helpers import wait_until
-from test_batching import picture, sound
+from test_batching import picture, request, sound
 from torch.nn.modules.module import register_module_forward_pre_hook
 
 from gemma_demo.cli.main import main
 from gemma_demo.engine import towers
 from gemma_demo.engine.base import last_update
-from gemma_demo.engine.batching.requests import READING
+from gemma_demo.engine.batching.generate import run_generate
+from gemma_demo.engine.batching.requests import END, READING, Batch
 from gemma_demo.engine.batching.watch import current_batch
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.local import LocalBackend, build_inputs
@@ -26,24 +27,6 @@ CHELSEA = Path(__file__).resolve().parents[1] / "input" / "chelsea.jpg"
 
 def inner(backend):
     return backend.model.model
-
-
-@pytest.fixture
-def encoded_items(tiny_backend):
-    """How many pictures and audio pieces went through the towers, counted per tower call."""
-    counts = {"vision": 0, "audio": 0}
-
-    def count(name):
-        def hook(module, args, kwargs):
-            first = args[0] if args else next(iter(kwargs.values()))
-            counts[name] += int(first.shape[0])
-        return hook
-
-    handles = [inner(tiny_backend).vision_tower.register_forward_pre_hook(count("vision"), with_kwargs=True),
-               inner(tiny_backend).audio_tower.register_forward_pre_hook(count("audio"), with_kwargs=True)]
-    yield counts
-    for handle in handles:
-        handle.remove()
 
 
 @pytest.fixture
@@ -62,21 +45,8 @@ def held_tower(tiny_backend):
     handle.remove()
 
 
-@pytest.fixture
-def generate_sizes(tiny_backend, monkeypatch):
-    sizes: list[int] = []
-    real = tiny_backend.model.generate
-
-    def generate(**kwargs):
-        sizes.append(int(kwargs["input_ids"].shape[0]))
-        return real(**kwargs)
-
-    monkeypatch.setattr(tiny_backend.model, "generate", generate)
-    return sizes
-
-
 def test_a_request_arriving_while_another_encodes_its_picture_shares_its_prefill(tiny_backend, held_tower,
-                                                                                 generate_sizes, encoded_items):
+                                                                                 endless, encoded_items):
     prompts = [picture("red"), picture("navy", "What colour is this?")]
     started, release = held_tower
     results: list = [None, None]
@@ -92,34 +62,10 @@ def test_a_request_arriving_while_another_encodes_its_picture_shares_its_prefill
     release.set()
     for thread in threads:
         thread.join(60)
-    assert generate_sizes == [2], "the second request did not join the first one's batch before its prefill"
+    assert endless == [2], "the second request did not join the first one's batch before its prefill"
     assert encoded_items["vision"] == 2
     alone = [last_update(tiny_backend.stream(p, GREEDY)).answer for p in prompts]
     assert [r.answer for r in results] == alone
-
-
-@pytest.mark.parametrize("prompts", [
-    (picture("red"), picture("navy", "What colour is this?")),
-    (sound(1.0), sound(2.3)),
-], ids=["image", "audio"])
-def test_a_batch_that_restarts_for_a_newcomer_does_not_encode_media_again(tiny_backend, prompts, monkeypatch,
-                                                                          generate_sizes, encoded_items):
-    """The first row's picture or clip is encoded once though its prompt is prefilled twice."""
-    real = tiny_backend.model.generate
-    ends = sorted(tiny_backend._end_ids())
-    monkeypatch.setattr(tiny_backend.model, "generate", lambda **kw: real(**kw, suppress_tokens=ends))
-    long, short = GenerationSettings(max_new_tokens=120), GenerationSettings(max_new_tokens=20)
-    expected = [last_update(tiny_backend.stream(p, s)).answer for p, s in zip(prompts, (long, short))]
-    generate_sizes.clear()
-    for name in encoded_items:
-        encoded_items[name] = 0
-    first = tiny_backend.stream(prompts[0], long)
-    next(first)
-    second = last_update(tiny_backend.stream(prompts[1], short))
-    rest = last_update(first)
-    assert generate_sizes == [1, 2], "the second request did not join the running batch"
-    assert sum(encoded_items.values()) == 2
-    assert [rest.answer, second.answer] == expected
 
 
 def test_stop_during_the_towers_ends_the_work_before_the_text_model_runs(tiny_backend, held_tower):
@@ -143,14 +89,30 @@ def test_stop_during_the_towers_ends_the_work_before_the_text_model_runs(tiny_ba
     assert ran == [], "the text model prefilled a prompt nobody waits for"
 
 
+def test_a_row_stopped_while_another_row_encodes_leaves_and_the_other_goes_on(tiny_backend, held_tower):
+    started, release = held_tower
+    rows = [request(tiny_backend, picture(colour)) for colour in ("red", "navy")]
+    worker = threading.Thread(target=run_generate, args=(tiny_backend.model, Batch(list(rows)), 0))
+    worker.start()
+    assert started.wait(30)
+    rows[1].stop.set()
+    release.set()
+    worker.join(60)
+    answer = []
+    while (item := rows[0].tokens.get(timeout=30)) is not END:
+        answer.append(item)
+    assert answer and all(isinstance(item, int) for item in answer), answer  # tokens, no error
+    assert rows[1].new_tokens == 0 and rows[1].tokens.get(timeout=1) is END
+
+
 def test_stop_during_the_prefill_ends_it_within_a_layer(tiny_backend):
     layers = inner(tiny_backend).language_model.layers
     ran: list[int] = []
 
     def stop_at_first_layer(module, args):
         ran.append(1)
-        for request in current_batch().requests:
-            request.stop.set()
+        for row in current_batch().requests:
+            row.stop.set()
 
     handles = [layers[0].register_forward_pre_hook(stop_at_first_layer)]
     handles += [layer.register_forward_pre_hook(lambda module, args: ran.append(1)) for layer in layers[1:]]

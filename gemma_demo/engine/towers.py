@@ -1,16 +1,18 @@
 """The media encoders (vision and audio towers): their dtype on a CPU, and one pass per request.
 
 On a CPU the towers, not the language model, decide how long a picture or a clip waits
-for its first token: a 280-budget picture is 2,520 patches through 16 layers, about
-0.77 TFLOP, and a 30 s audio piece about 0.44 TFLOP. Two choices keep them near what the
-machine can compute:
+for its first token: at E2B size a 280-budget picture is 2,520 patches through 16 layers,
+about 1.1 TFLOP (0.3 of it attention), and a 30 s audio piece about 0.45 TFLOP, while the
+text prefill of the same prompt is about as much again. Two choices keep the towers near
+what the machine can compute (P13 and P13b in docs/benchmarks.md):
 
-- dtype: a CPU without native bf16 arithmetic (AVX2 hosts; oneDNN then converts every
-  bf16 operand) runs a bf16 matrix product many times slower than a float32 one, and the
-  towers ran at a few percent of the machine's float32 rate. There the towers, a few
-  hundred MB, run in float32 while the text decoder stays bf16 (decoding reads its weights
-  once per token, and bf16 halves those bytes). Which is faster is measured once per
-  process on a tower-shaped product, not guessed from CPU flags.
+- dtype: a CPU without native bf16 arithmetic (AVX2 hosts, where oneDNN emulates it) runs
+  a bf16 matrix product many times slower than a float32 one, and bf16 towers ran at a
+  fifth of the machine's float32 rate or less (13-19%, with oneDNN limited to AVX2). There the towers (470M parameters at E2B size)
+  run in float32 while the text decoder stays bf16 (decoding reads its weights once per
+  token, and bf16 halves those bytes). Which is faster is measured once per process on a
+  tower-shaped product, not guessed from CPU flags: AVX-512 hosts with native bf16 keep
+  the towers in bf16, which is faster there.
 - one pass per request: each request's media are encoded alone before its batch prefills
   (`encode_media`), and the soft tokens are kept on the request. A batch that restarts to
   take in a newcomer then prefills text again but never re-encodes a picture, and batching

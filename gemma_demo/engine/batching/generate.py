@@ -111,6 +111,12 @@ def _encode_and_generate(model, batch: Batch, pad_token_id: int, take_more, join
     encode_media(model, batch.requests)
     while join(batch):
         encode_media(model, batch.requests)
+    # A row stopped before its media were encoded has none to prefill with: it leaves now.
+    for request in [r for r in batch.requests if not r.wanted()]:
+        request.finish()
+        batch.requests.remove(request)
+    if not batch.requests:
+        return
     batch.media_ready = True
     _set_stage(batch, READING)
     requests = batch.requests
