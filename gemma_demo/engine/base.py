@@ -34,6 +34,20 @@ class Stats:
     decode_tokens: int = 0
     decode_time: float = 0.0
 
+    @classmethod
+    def timed(cls, prompt_tokens: int, new_tokens: int, started: float, first: float | None, now: float,
+              **rest: Any) -> Stats:
+        """One answer's figures from its clock readings (`time.perf_counter`): start, first token, now."""
+        return cls(
+            prompt_tokens=prompt_tokens,
+            new_tokens=new_tokens,
+            time_to_first_token=None if first is None else first - started,
+            elapsed=now - started,
+            decode_tokens=max(new_tokens - 1, 0),
+            decode_time=0.0 if first is None else now - first,
+            **rest,
+        )
+
     @property
     def tokens_per_second(self) -> float | None:
         if self.decode_tokens < 1 or self.decode_time <= 0:

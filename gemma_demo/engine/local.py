@@ -170,18 +170,8 @@ class LocalBackend:
         raw = ""
 
         def update(done: bool, status: str = "") -> Update:
-            first = request.first_token_at
-            now = time.perf_counter()
-            stats = Stats(
-                prompt_tokens=prompt_tokens,
-                new_tokens=request.new_tokens,
-                time_to_first_token=None if first is None else first - started,
-                elapsed=now - started,
-                model_memory_bytes=self.memory_bytes,
-                decode_tokens=max(request.new_tokens - 1, 0),
-                decode_time=0.0 if first is None else now - first,
-                **request.draft.stats(),
-            )
+            stats = Stats.timed(prompt_tokens, request.new_tokens, started, request.first_token_at,
+                                time.perf_counter(), model_memory_bytes=self.memory_bytes, **request.draft.stats())
             scan = without_calls(raw, bool(settings.tools))
             split = split_reasoning(scan.text)
             return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done, status=status,

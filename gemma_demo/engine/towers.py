@@ -8,9 +8,9 @@ what the machine can compute (P13 and P13b in docs/benchmarks.md):
 
 - dtype: a CPU without native bf16 arithmetic (AVX2 hosts, where oneDNN emulates it) runs
   a bf16 matrix product many times slower than a float32 one, and bf16 towers ran at a
-  fifth of the machine's float32 rate or less (13-19%, with oneDNN limited to AVX2). There the towers (470M parameters at E2B size)
-  run in float32 while the text decoder stays bf16 (decoding reads its weights once per
-  token, and bf16 halves those bytes). Which is faster is measured once per process on a
+  fifth of the machine's float32 rate or less (13-19%, with oneDNN limited to AVX2).
+  There the towers (470M parameters at E2B size) run in float32 while the text decoder
+  stays bf16 (decoding reads its weights once per token, and bf16 halves those bytes). Which is faster is measured once per process on a
   tower-shaped product, not guessed from CPU flags: AVX-512 hosts with native bf16 keep
   the towers in bf16, which is faster there.
 - one pass per request: each request's media are encoded alone before its batch prefills
@@ -124,8 +124,10 @@ def keep_encoded_media(model: nn.Module) -> None:
 
 
 def encode_media(model: nn.Module, requests: list[Any]) -> None:
-    """Run each wanted request's media through its encoder, once, keeping the outputs on the request."""
-    keep_encoded_media(model)
+    """Run each wanted request's media through its encoder, once, keeping the outputs on the request.
+
+    `model` is one that `keep_encoded_media` prepared (a `LocalBackend`'s).
+    """
     inner = getattr(model, "model", model)
     for request in requests:
         for kind, (names, _) in MEDIA.items():

@@ -73,11 +73,6 @@ class _RowConstraints(LogitsProcessor):
         return scores
 
 
-def _set_stage(batch: Batch, stage: str) -> None:
-    for request in batch.requests:
-        request.stage = stage
-
-
 def _constraints(batch: Batch) -> dict:
     if all(request.constraint is None for request in batch.requests):
         return {}
@@ -107,7 +102,6 @@ def run_generate(
 
 
 def _encode_and_generate(model, batch: Batch, pad_token_id: int, take_more, join, extra: dict) -> None:
-    _set_stage(batch, READING)
     encode_media(model, batch.requests)
     while join(batch):
         encode_media(model, batch.requests)
@@ -118,8 +112,9 @@ def _encode_and_generate(model, batch: Batch, pad_token_id: int, take_more, join
     if not batch.requests:
         return
     batch.media_ready = True
-    _set_stage(batch, READING)
     requests = batch.requests
+    for request in requests:
+        request.stage = READING
     batch.prefill_started_at = time.perf_counter()
     inputs = merge_inputs([r.inputs for r in requests], pad_token_id).to(model.device)
 

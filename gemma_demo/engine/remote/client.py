@@ -267,18 +267,9 @@ class StreamState:
     def update(self, done: bool) -> Update:
         split = split_reasoning(self.content)
         reasoning = "\n".join(part for part in (self.reasoning.strip(), split.reasoning) if part)
-        first = self.first_text_at
-        now = time.perf_counter()
         # Servers that omit usage send about one token per chunk.
         new_tokens = self.completion_tokens if self.completion_tokens is not None else self.text_chunks
-        stats = Stats(
-            prompt_tokens=self.prompt_tokens or 0,
-            new_tokens=new_tokens,
-            time_to_first_token=None if first is None else first - self.started,
-            elapsed=now - self.started,
-            decode_tokens=max(new_tokens - 1, 0),
-            decode_time=0.0 if first is None else now - first,
-        )
+        stats = Stats.timed(self.prompt_tokens or 0, new_tokens, self.started, self.first_text_at, time.perf_counter())
         calls = tuple(server_call(self.calls[index], done) for index in sorted(self.calls))
         return Update(answer=split.answer, reasoning=reasoning, stats=stats, done=done, tool_calls=calls)
 
