@@ -1,11 +1,18 @@
 """P4: loading a model costs little more memory than its weights, and switching models leaks none.
+M2: the app's peak memory idle, for a refused 300-page chat turn and for a 2-hour transcription.
 
 Peak memory decides whether a model fits on a machine at all, so it is measured where
 it happens: in a fresh process per load (a process's peak cannot be reset), with RSS
 sampled every 2 ms and checked against `ru_maxrss`. Also reported: the peak memory a
 32-frame video prompt adds on top of the loaded tiny model.
 
-`python -m benchmarks.memory` runs this group alone; `--worker ...` is the measured child.
+M2 runs `python app.py --model tiny` as a child and reads its peak RSS from the kernel
+(`VmHWM` in /proc/PID/status, reset between stages through `clear_refs`), so every
+allocation counts, PDFium's and PyAV's included; the requests go through `gradio_client`.
+
+`python -m benchmarks.memory` runs P4 and M1; `python -m benchmarks.memory --app [SECONDS]` runs
+M2 (minutes: 240 pieces through the tiny model for the default 2 h); `--worker ...` is the
+measured child.
 """
 
 from __future__ import annotations
@@ -178,9 +185,141 @@ def video_row(video: dict) -> Row:
 
 WORKERS = {"loads": worker_loads, "switch_then_video": worker_switch_then_video}
 
+BOOKS, BOOK_PAGES = 3, 100
+RECORDING_S = 2 * 60 * 60
+BEEP_EVERY_S = 10  # a quiet beep every 10 s, so no 20-30 s piece is silent and skipped
+APP_TOKENS = 4
+APP_START_TIMEOUT_S = 300.0
+
+
+def books() -> list[Path]:
+    """Three 100-page PDFs (pictures of one line of text each, as Pillow writes them)."""
+    from PIL import Image, ImageDraw
+
+    folder = CACHE_DIR / "books"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"book-{n}.pdf" for n in range(1, BOOKS + 1)]
+    for number, path in enumerate(paths, 1):
+        if not path.exists():
+            pages = [Image.new("1", (612, 792), 1) for _ in range(BOOK_PAGES)]
+            for page_number, page in enumerate(pages, 1):
+                ImageDraw.Draw(page).text((72, 72), f"Book {number}, page {page_number}", fill=0)
+            pages[0].save(path, save_all=True, append_images=pages[1:], resolution=72)
+    return paths
+
+
+def beeping_recording(seconds: int = RECORDING_S) -> Path:
+    """16 kHz FLAC written ten seconds at a time: a 0.3 s 440 Hz beep at -26 dBFS, then silence."""
+    import numpy as np
+    import soundfile as sf
+
+    path = CACHE_DIR / "audio" / f"beeps-{seconds}s.flac"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rate = 16_000
+        period = np.zeros(BEEP_EVERY_S * rate, dtype=np.float32)
+        beep = np.arange(round(0.3 * rate)) / rate
+        period[: len(beep)] = 0.05 * np.sin(2 * np.pi * 440 * beep)
+        with sf.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as out:
+            for _ in range(seconds // BEEP_EVERY_S):
+                out.write(period)
+    return path
+
+
+def kernel_figures(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS since start or the last reset) in bytes, as the kernel counts them."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {name: int(fields[name].split()[0]) * KIB for name in ("VmRSS", "VmHWM")}
+
+
+def peak_of(pid: int, stage) -> tuple[int, int, float]:
+    """(RSS before, peak RSS during, seconds) of `stage()`: the peak is reset to the RSS first."""
+    import time
+
+    Path(f"/proc/{pid}/clear_refs").write_text("5", encoding="ascii")
+    before = kernel_figures(pid)["VmRSS"]
+    started = time.perf_counter()
+    stage()
+    return before, kernel_figures(pid)["VmHWM"], time.perf_counter() - started
+
+
+def app_peaks(seconds: int = RECORDING_S) -> dict:
+    """The app's peaks: at start, after a first chat turn, for the refused turn, for the transcription."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from benchmarks.server import APP, ROOT, free_port, page_answers
+
+    pdfs, recording = books(), beeping_recording(seconds)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    app = subprocess.Popen([sys.executable, str(APP), "--model", "tiny", "--port", str(port)], cwd=ROOT, env=ENV,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(app, url, page_answers)
+        started = kernel_figures(app.pid)
+        client = Client(url, verbose=False)
+        short = {"max_new_tokens": APP_TOKENS, "sampling": "off"}
+        chat = lambda files: client.predict({"text": "Summarise.", "files": [handle_file(f) for f in files]}, [],
+                                           api_name="/chat", **short)
+        warm = peak_of(app.pid, lambda: chat([]))
+        refusals: list[str] = []
+
+        def refused() -> None:
+            try:
+                chat(pdfs)
+            except AppError as error:
+                refusals.append(str(error))
+
+        turn = peak_of(app.pid, refused)
+        answers = []
+        audio = peak_of(app.pid, lambda: answers.append(
+            client.predict(handle_file(str(recording)), "English", api_name="/transcribe", **short)))
+        after = peak_of(app.pid, lambda: chat([]))
+    finally:
+        app.terminate()
+        app.wait(WORKER_TIMEOUT_S)
+    return {"started": started, "warm": warm, "turn": turn, "refusal": refusals, "audio": audio,
+            "cues": answers[0][1].count(" --> ") if answers else 0, "after": after, "seconds": seconds,
+            "pdf_bytes": [p.stat().st_size for p in pdfs], "recording_bytes": recording.stat().st_size}
+
+
+def _wait_for(app: subprocess.Popen, url: str, answers) -> None:
+    import time
+
+    deadline = time.monotonic() + APP_START_TIMEOUT_S
+    while not answers(url):
+        if app.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"app.py did not answer on {url}")
+        time.sleep(0.2)
+
+
+def app_rows(peaks: dict) -> list[Row]:
+    started, (_, warm_peak, _), (turn_before, turn_peak, turn_s) = peaks["started"], peaks["warm"], peaks["turn"]
+    audio_before, audio_peak, audio_s = peaks["audio"]
+    refusal = (peaks["refusal"] or ["(not refused)"])[0]
+    return [
+        Row("M2", "app.py --model tiny: RSS once serving, peak over its first chat turn (loads the model)",
+            mib(warm_peak), mib(started["VmHWM"]), note=f"RSS idle after it: {mib(peaks['turn'][0])}"),
+        Row("M2", f"peak RSS of a refused chat turn with {BOOKS} PDFs of {BOOK_PAGES} pages "
+            f"({', '.join(f'{b // 1024} KB' for b in peaks['pdf_bytes'])})", mib(turn_peak), mib(turn_before),
+            turn_peak / turn_before, note=f"{turn_s:.1f} s with the uploads; refusal: {refusal[:160]}"),
+        Row("M2", f"peak RSS transcribing {peaks['seconds'] / 60:g} min of 16 kHz FLAC "
+            f"({peaks['recording_bytes'] // 1024} KB) through /transcribe, {APP_TOKENS} tokens a piece",
+            mib(audio_peak), mib(audio_before), audio_peak / audio_before,
+            note=f"{peaks['cues']} pieces in {audio_s:.0f} s; the next chat turn's peak {mib(peaks['after'][1])}"),
+    ]
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
         print(json.dumps(WORKERS[sys.argv[2]](*sys.argv[3:])), flush=True)
+    elif sys.argv[1:2] == ["--app"]:
+        from benchmarks.report import print_rows
+
+        figures = app_peaks(*(int(seconds) for seconds in sys.argv[2:3]))
+        print(json.dumps(figures), flush=True)
+        print_rows(app_rows(figures))
     else:
         from benchmarks.report import print_rows
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.registry import DEFAULT_MODEL, canonical_name, family
+from gemma_demo.tasks.budget import MediaLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_FILE_SIZE = "200mb"
 ENV_PREFIX = "GEMMA_DEMO_"
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt])?i?b?\s*$", re.IGNORECASE)
+SIZE_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024**2}  # in MiB
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class AppConfig:
     models: tuple[str, ...] = ()
     # MCP servers whose tools the agent may call (`--mcp-server`); only the operator sets them.
     mcp_servers: tuple[str, ...] = ()
+    # Let URL arguments reach those tools (`--mcp-allow-urls`); off: only this conversation's uploads.
+    mcp_allow_urls: bool = False
+    # What one chat request may expand over its whole conversation (`--chat-max-pages` and the others).
+    chat_limits: MediaLimits = MediaLimits()
 
     @property
     def allowed_models(self) -> tuple[str, ...]:
@@ -102,6 +110,67 @@ def add_mcp_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mcp-server", dest="mcp_servers", action="append", metavar="URL",
                         help="an MCP server whose tools the agent may call (streamable HTTP, or SSE for a URL "
                              "ending in /sse), e.g. http://127.0.0.1:7861/gradio_api/mcp/; repeatable")
+    parser.add_argument("--mcp-allow-urls", action="store_true", default=None,
+                        help="let the agent pass URLs to MCP tools, which then fetch them with this machine's "
+                             "network (default: refused; only this conversation's uploads, sent inline)")
+
+
+def mcp_allow_urls_from(args: argparse.Namespace, env: Mapping[str, str]) -> bool:
+    """`--mcp-allow-urls`, or `GEMMA_DEMO_MCP_ALLOW_URLS` when the flag is not given."""
+    return bool(args.mcp_allow_urls) or _env_flag(_env_value(env, "MCP_ALLOW_URLS"))
+
+
+def parse_mib(value: str | None) -> int:
+    """A size like `4GiB`, `512MiB` or `512` (MiB) in MiB; empty or 0 means derived."""
+    match = SIZE.match(value or "0")
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size: write it like 4GiB or 512MiB")
+    return round(float(match[1]) * SIZE_UNITS[(match[2] or "m").lower()])
+
+
+def _count(convert: type) -> Callable[[str], float]:
+    """A limit's parser: a number of at least 0 (0 means derived)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = convert(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number of at least 0 (0: derived)")
+        return number
+
+    return parse
+
+
+CHAT_LIMIT_FLAGS = (  # MediaLimits field, parser, metavar, help
+    ("pages", _count(int), "N", "PDF pages as pictures (default: 32,768 soft tokens / image budget: 117 at 280)"),
+    ("megapixels", _count(float), "MP", "pictures' megapixels, decoded at full size (default: media memory / 3 bytes)"),
+    ("audio_minutes", _count(float), "MINUTES",
+     "minutes of audio (default: the model's context at 25 tokens a second: 87 at 128K)"),
+    ("video_frames", _count(int), "N", "video frames (default: 32,768 soft tokens / frame budget: 468 at 70)"),
+)
+
+
+def add_chat_budget_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Limits per chat request, summed over its whole conversation (every turn sends it again).
+
+    String defaults go through `type` like typed flags, so a bad variable is reported the same way."""
+    group = parser.add_argument_group(
+        "chat budget", "what one chat request may expand over its whole conversation; 0 derives each "
+        "from the model's context, the vision encoder and the memory available (see docs/reliability.md)")
+    for field, parse, metavar, text in CHAT_LIMIT_FLAGS:
+        flag = "chat_max_" + field
+        group.add_argument("--" + flag.replace("_", "-"), type=parse, default=_env_value(env, flag.upper(), "0"),
+                           metavar=metavar, help=text)
+    group.add_argument("--chat-media-memory", type=parse_mib, default=_env_value(env, "CHAT_MEDIA_MEMORY", "0"),
+                       metavar="SIZE", help="decoded media and processor tensors per request, e.g. 4GiB "
+                                            "(default: a quarter of the memory available at the time of the request)")
+
+
+def chat_limits_from(args: argparse.Namespace) -> MediaLimits:
+    numbers = {field: getattr(args, "chat_max_" + field) for field, *_ in CHAT_LIMIT_FLAGS}
+    return MediaLimits(**numbers, memory_mib=args.chat_media_memory)
 
 
 def mcp_servers_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -142,6 +211,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="other checkpoints visitors may switch to, comma-separated, or 'all' "
                              "(default: only --model)")
     add_mcp_server_arguments(parser)
+    add_chat_budget_arguments(parser, env)
     return parser
 
 
@@ -159,4 +229,6 @@ def parse_app_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         mcp=args.mcp,
         models=args.models,
         mcp_servers=mcp_servers_from(args, env),
+        mcp_allow_urls=mcp_allow_urls_from(args, env),
+        chat_limits=chat_limits_from(args),
     )

@@ -18,8 +18,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve(tiny_options, **config):
-    """The app on the tiny model, in this process, with its own model cache."""
+def serve(tiny_options, cache=None, **config):
+    """The app on the tiny model, in this process, with its own model cache (or `cache`, to look inside)."""
     from gemma_demo.config import AppConfig
     from gemma_demo.engine.cache import ModelCache
     from gemma_demo.ui.server import launch
@@ -27,7 +27,7 @@ def serve(tiny_options, **config):
     # The other tiny models are allowed too, as tests switch to them (`--models`).
     config = {"models": ("tiny-moe", "tiny-dense"), **config}
     settings = AppConfig(model="tiny", load=tiny_options, port=free_port(), **config)
-    return launch(settings, ModelCache(), prevent_thread_lock=True, quiet=True, share=False)
+    return launch(settings, cache or ModelCache(), prevent_thread_lock=True, quiet=True, share=False)
 
 
 def generation_threads() -> list[threading.Thread]:

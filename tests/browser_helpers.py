@@ -6,13 +6,17 @@ Kept apart from `test_browser.py` so the tests read as what a person does on the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Locator, Page, Route
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from app_helpers import free_port
+from chat_script import SlowQueuedBackend
 from gemma_demo.config import AppConfig
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.tiny.tokenizer import BYTE_TOKENS
@@ -135,3 +139,56 @@ def wait_for_watch(page: Page, key: str, timeout_ms: float) -> Watch:
     state = page.evaluate("key => window.__watches[key]", key)
     assert not state["errors"], f"the page showed an error: {state['errors']}"
     return Watch(state["changes"])
+
+
+# --- holding a run or a request in flight ---------------------------------------------
+
+def _flowing() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+@dataclass
+class HeldBackend(SlowQueuedBackend):
+    """Waits after each piece while `flowing` is clear, so a run stays in flight until the test lets
+    it go; `stopped` is set when a stream is closed before its end (a Stop that reached the model)."""
+
+    flowing: threading.Event = field(default_factory=_flowing)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stream(self, messages, settings) -> Iterator:
+        with closing(super().stream(messages, settings)) as updates:
+            try:
+                for update in updates:
+                    yield update
+                    self.flowing.wait()
+            except GeneratorExit:
+                self.stopped.set()
+                raise
+
+
+@dataclass
+class HeldRequests:
+    """Requests the page sent that wait, as on a loaded server, until `release`."""
+
+    routes: list[Route] = field(default_factory=list)
+
+    def hold(self, route: Route) -> None:
+        self.routes.append(route)
+
+    def release(self) -> None:
+        while self.routes:
+            self.routes.pop(0).continue_()
+
+
+@contextmanager
+def held_requests(page: Page, pattern: str) -> Iterator[HeldRequests]:
+    """The page's requests to `pattern` wait until released, at the latest when the block ends."""
+    held = HeldRequests()
+    page.route(pattern, held.hold)
+    try:
+        yield held
+    finally:
+        held.release()
+        page.unroute(pattern, held.hold)

@@ -83,3 +83,19 @@ def endless(tiny_backend, monkeypatch):
 
     monkeypatch.setattr(tiny_backend.model, "generate", generate)
     return sizes
+
+
+@pytest.fixture
+def renders(monkeypatch) -> list[int]:
+    """Every page PDFium renders, counted."""
+    import pypdfium2
+
+    calls: list[int] = []
+    real = pypdfium2.PdfPage.render
+
+    def render(page, *args, **kwargs):
+        calls.append(1)
+        return real(page, *args, **kwargs)
+
+    monkeypatch.setattr(pypdfium2.PdfPage, "render", render)
+    return calls

@@ -363,3 +363,36 @@ def test_reading_a_file_never_holds_it_whole(long_stereo, monkeypatch):
     finally:
         tracemalloc.stop()
     assert peak < 3 * samples.nbytes
+
+
+def test_blocks_are_decoded_only_as_they_are_asked_for(long_stereo, monkeypatch):
+    """Handed on and dropped block by block, 75 s of 44.1 kHz stereo never sit in memory at once."""
+    monkeypatch.setattr(audio, "READ_BLOCK_SECONDS", 1)
+    tracemalloc.start()
+    try:
+        total = sum(len(block) for block in audio.audio_blocks(long_stereo))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert abs(total - 75 * SAMPLE_RATE) <= 1
+    assert peak < 75 * SAMPLE_RATE * 4 / 3  # a third of what the blocks joined would take
+
+
+def _decoding_refused(rate, blocks):
+    raise AssertionError("the header was enough; nothing should be decoded")
+
+
+@pytest.mark.parametrize("name", ["tone.wav", "tone.flac", "tone.m4a", "streamed.wav"])
+def test_the_length_comes_from_the_header_without_decoding(tmp_path, monkeypatch, name):
+    tone = sine(TONE_HZ, 4.0, 44_100)
+    writers = {
+        "tone.wav": lambda path: write_audio(path, tone, 44_100),
+        "tone.flac": lambda path: write_audio(path, tone, 44_100),
+        "tone.m4a": lambda path: write_with_pyav(path, tone, 44_100),
+        "streamed.wav": lambda path: path.write_bytes(_claim_data_size(_wav_bytes(sine(TONE_HZ, 4.0)), 0)),
+    }
+    path = tmp_path / name
+    writers[name](path)
+    monkeypatch.setattr(audio, "_resampled", _decoding_refused)
+    assert audio.audio_seconds(path) == pytest.approx(4.0, abs=0.05)
+    assert audio.audio_seconds((RATE, sine(TONE_HZ, 2.5))) == 2.5

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,14 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright 
 
 from app_helpers import generating, wait_until  # noqa: E402
 from browser_helpers import (  # noqa: E402
+    HeldBackend,
     answers_run_to_their_budget,
     CHROMIUM,
     CHROMIUM_ARGS,
     FAKE_MICROPHONE_ARGS,
     VIEWPORT,
     block_of,
+    held_requests,
     labelled_block,
     open_tab,
     serve,
@@ -64,7 +65,6 @@ README_SCREENSHOT = ROOT / "docs" / "screenshot.png"
 STREAM_TOKENS = 400  # the tiny model writes ~150 tokens/s: enough updates to see it stream
 LONG_TOKENS = 4000  # ~30 s: only Stop can end it this early
 RUN_TIMEOUT_MS = 120_000
-RETRY_SEND_MS = 5_000  # how long one send may take to show before it is sent again
 # How long any expectation may wait: a ceiling for a busy machine, never a speed target.
 PAGE_TIMEOUT_MS = 60_000
 expect.set_options(timeout=PAGE_TIMEOUT_MS)
@@ -457,7 +457,7 @@ def test_video_runs_with_the_time_range_left_empty(app, page):
 
 
 # --- the Chat tab -----------------------------------------------------------------------
-# A scripted model (`chat_script.SlowQueuedBackend`) supplies real-shaped answers: a thought
+# A scripted model (`browser_helpers.HeldBackend`) supplies real-shaped answers: a thought
 # in Gemma 4's channel format, tool calls in its call format; the rest is the real app.
 
 CHAT_SCREENSHOT = ROOT / "docs" / "chat.png"
@@ -470,9 +470,7 @@ CHAT_LONG = " ".join(f"word{n}" for n in range(400)) + " THE-END"
 
 @pytest.fixture(scope="module")
 def chatting():
-    from chat_script import SlowQueuedBackend
-
-    backend = SlowQueuedBackend()
+    backend = HeldBackend()
     demo = serve_scripted(backend)
     yield demo, backend
     demo.close()
@@ -485,18 +483,6 @@ def send_chat(panel: Locator, text: str, picture: Path | None = None) -> None:
         expect(panel.get_by_role("listitem", name="File thumbnail").locator("img")).to_be_visible()
     box.fill(text)
     box.press("Enter")
-
-
-def send_until_taken(panel: Locator, text: str) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
-    while True:
-        send_chat(panel, text)
-        try:
-            expect(conversation(panel)).to_contain_text(text, timeout=RETRY_SEND_MS)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
 
 
 def conversation(panel: Locator) -> Locator:
@@ -532,17 +518,30 @@ def test_a_chat_with_a_picture_follow_up_retry_stop_and_reasoning(chatting, page
     if request.config.getoption("--update-readme-screenshot"):
         shutil.copyfile(tmp_path / "chat.png", CHAT_SCREENSHOT)
 
+    backend.flowing.clear()  # the long answer waits after its first piece until Stop has landed
+    backend.stopped.clear()
     send_chat(panel, "Now write a very long story.")
     expect(chat).to_contain_text("word0", timeout=RUN_TIMEOUT_MS)
-    backend.closed.clear()
-    panel.get_by_role("button", name="Stop", exact=True).click()
-    assert backend.closed.wait(RUN_TIMEOUT_MS / 1000), "Stop did not close the model's stream"
-    expect(chat).not_to_contain_text("THE-END")
-    # The conversation goes on after a Stop. Gradio ignores a submit while the page still counts
-    # the stopped run as pending, which on a loaded machine can outlast the stream's close, so
-    # the message is sent again until the page takes it (within the same generous ceiling).
-    send_until_taken(panel, "Still there?")
+    # The page ignores a send while it counts a run as running, and counts a stopped one so until
+    # its request to cancel it comes back, which a loaded server answers late: all that time the
+    # box takes nothing, so no message can be lost. The first one it takes is answered.
+    box = panel.get_by_placeholder("Message (Enter to send)")
+    with held_requests(page, "**/cancel") as held:
+        with page.expect_request("**/cancel"):
+            panel.get_by_role("button", name="Stop", exact=True).click()
+        expect(box).not_to_be_editable()
+        assert len(held.routes) == 1
+        with page.expect_response("**/cancel"):
+            held.release()
+    backend.flowing.set()  # the stream moves on only once the server was told to stop it
+    assert backend.stopped.wait(RUN_TIMEOUT_MS / 1000), "Stop did not close the model's stream"
+    send_chat(panel, "Still there?")  # at once: the box waits for the page, never the other way round
     expect(chat).to_contain_text("A scripted answer.", timeout=RUN_TIMEOUT_MS)
+    expect(chat).not_to_contain_text("THE-END")
+    asked = backend.requests[-1][0]
+    assert "Still there?" in str(asked[-1]["content"]) and "word0" in str(asked[-2]["content"])
+    assert "THE-END" not in str(asked)  # the stopped answer, as far as it got, then the new message
+    expect(box).to_be_editable()  # free again once the turn has ended
 
 
 def test_an_agent_turn_shows_the_call_the_drawn_picture_and_the_answer(chatting, page):

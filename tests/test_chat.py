@@ -83,7 +83,7 @@ def test_a_conversation_over_the_context_is_refused_before_anything_runs(tiny_ba
     assert results[-1].done and results[-1].context.limit == 400 and 0 < results[-1].context.tokens < 100
     history = [*results[-1].history]
     with pytest.raises(InvalidInputError, match=r"holds \d[\d,]* tokens.*Nothing was generated.*start a new chat"):
-        list(chat(backend, history, user_message("And this?", [INPUT / "chelsea.jpg", INPUT / "coffee.jpg"]), settings))
+        list(chat(backend, history, user_message("And this? " * 200), settings))
     assert len(backend.streamed) == 1
 
 

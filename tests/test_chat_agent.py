@@ -11,6 +11,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from gemma_demo.engine.base import Stats
 from gemma_demo.engine.tool_syntax import write_call
 from scripted_backend import SHAPES_ANSWER, SHAPES_SIZE, serve_scripted
 
@@ -78,6 +79,41 @@ def test_an_agent_turn_shows_the_call_its_picture_and_the_answer(client, backend
     assert text_of(history[-1]) == "It is still a red circle."
     prompt = json.dumps(backend.requests[-1][0], default=str)
     assert "Used detect_objects" not in prompt and "box_2d" not in prompt
+
+
+def test_an_agent_turns_stats_add_up_its_model_calls_and_each_tool_shows_its_own(client, backend):
+    # The scripted model reads 10 prompt tokens a call and writes a token a character.
+    call, answer = write_call("detect_objects", {"attachment": "0", "objects": "star"}), "The star is on the right."
+    backend.enqueue(call, SHAPES_ANSWER, answer)  # the round's call, the tool's own detection, the answer
+    history, _, stats = client.predict(
+        {"text": "Where is the star?", "files": [handle_file(INPUT / "shapes.jpg")]}, [],
+        agent=True, tools=["detect_objects"], api_name="/chat")
+    assert stats == f"30 prompt tokens · {len(call) + len(SHAPES_ANSWER) + len(answer)} new tokens"
+    used = next(m for m in history if titles([m])[0].startswith("Used detect_objects"))
+    assert f" · 10 prompt tokens · {len(SHAPES_ANSWER)} new tokens" in text_of(used)
+    # A JSON answer after tools is one more model call; a tool that runs no model shows no figures.
+    call, plain, value = write_call("calculate", {"expression": "1+1"}), "A star.", '{"shape": "star"}'
+    backend.enqueue(call, plain, value)
+    history, _, stats = client.predict({"text": "Which shape?", "files": []}, [], agent=True, tools=["calculate"],
+                                       json_answer=True, json_schema=json.dumps(SCHEMA), api_name="/chat")
+    assert stats == f"30 prompt tokens · {len(call) + len(plain) + len(value)} new tokens"
+    used = next(m for m in history if titles([m])[0].startswith("Used calculate"))
+    assert "Time: " in text_of(used) and "prompt tokens" not in text_of(used)
+
+
+def test_figures_of_several_model_calls_add_up_as_one():
+    first = Stats(prompt_tokens=100, new_tokens=11, time_to_first_token=0.5, elapsed=1.5, model_memory_bytes=2**30,
+                  drafter="E2B", draft_proposed=8, draft_accepted=6, decode_tokens=10, decode_time=1.0)
+    second = Stats(prompt_tokens=150, new_tokens=31, time_to_first_token=0.2, elapsed=2.5, model_memory_bytes=2**31,
+                   draft_proposed=4, draft_accepted=1, decode_tokens=30, decode_time=2.0)
+    total = first.followed_by(second)
+    assert (total.prompt_tokens, total.new_tokens, total.elapsed) == (250, 42, pytest.approx(4.0))
+    assert total.time_to_first_token == 0.5  # the turn's first token is its first call's
+    assert total.tokens_per_second == pytest.approx(40 / 3.0)  # decoding alone: no prefill between the calls
+    assert (total.draft_proposed, total.draft_accepted, total.drafter) == (12, 7, "E2B")
+    assert total.model_memory_bytes == 2**31  # the latest reading
+    # A first call that wrote nothing: the first token came in the second, after the first's time.
+    assert Stats(elapsed=1.5).followed_by(second).time_to_first_token == pytest.approx(1.7)
 
 
 def test_a_failing_tool_call_leaves_the_conversation_usable(client, backend):

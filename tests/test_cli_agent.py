@@ -7,16 +7,21 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from agent_helpers import QueuedBackend
 from app_helpers import LOCALHOST, free_port
+from scripted_backend import TABLE_ANSWER
 
 from gemma_demo.cli.main import main
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.tool_syntax import write_call
+from gemma_demo.tasks import ocr
+from gemma_demo.tasks.tools import mcp
 
 EXIT_OK, EXIT_FAILED = 0, 1
+INPUT = Path(__file__).resolve().parents[1] / "input"
 
 
 @pytest.fixture()
@@ -75,6 +80,28 @@ def test_an_mcp_server_that_is_down_is_named_and_the_run_goes_on(capsys, backend
     assert code == EXIT_OK and lines[-1]["answer"] == "Nothing to call."
     assert f"MCP server {url} is left out: cannot connect" in err
     assert "calculate" in {tool["function"]["name"] for tool in backend.requests[0][1].tools}
+
+
+def test_a_tool_runs_its_tasks_settings_under_the_token_cap_not_the_chats(capsys, backend):
+    backend.enqueue(write_call("read_text", {"attachment": "0"}), TABLE_ANSWER, "It is a receipt.")
+    code, lines, _ = run(capsys, "Read it", "--files", str(INPUT / "document.png"), "--tools", "read_text",
+                         "--system-prompt", "Answer like a pirate.", "--thinking", "--sampling",
+                         "--image-budget", "140", "--max-new-tokens", "2000")
+    assert code == EXIT_OK and "Coffee" in lines[0]["response"]["markdown"]
+    assert backend.requests[0][1].system_prompt == "Answer like a pirate."  # the chat's own round keeps them
+    assert backend.requests[1][1] == ocr.DEFAULT_SETTINGS.with_changes(max_new_tokens=2000)
+
+
+def test_mcp_urls_are_refused_unless_the_flag_or_variable_allows_them(monkeypatch, backend):
+    calls = []
+    monkeypatch.setattr(mcp, "connect_servers", lambda urls, **kwargs: calls.append(kwargs) or mcp.McpTools())
+    monkeypatch.delenv("GEMMA_DEMO_MCP_ALLOW_URLS", raising=False)
+    for variable, flags in ((None, []), (None, ["--mcp-allow-urls"]), ("1", [])):
+        if variable:
+            monkeypatch.setenv("GEMMA_DEMO_MCP_ALLOW_URLS", variable)
+        backend.enqueue("Hello.")
+        assert main(["agent", "Hi", *flags]) == EXIT_OK
+    assert [kwargs["allow_urls"] for kwargs in calls] == [False, True, True]
 
 
 def test_the_module_entry_point_reports_an_unknown_tool(tmp_path):

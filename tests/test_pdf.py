@@ -9,7 +9,7 @@ import pytest
 from gemma_demo.engine.local import build_inputs
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.media.pdf import PdfMode, parse_page_range, read_pdf
+from gemma_demo.media.pdf import PdfMode, parse_page_range, pdf_pages, read_pdf, survey_pdf
 from gemma_demo.tasks.conversation import ChatOptions, model_messages
 from gemma_demo.tasks.chat import user_message
 from pdf_factory import BROKEN_PDF, empty_pdf, encrypted_pdf, text_pdf
@@ -74,13 +74,31 @@ def test_page_ranges_are_parsed_and_checked():
         (empty_pdf(), "has no pages"),
     ],
 )
-def test_unreadable_pdfs_get_a_clear_message(tmp_path, data, message):
+@pytest.mark.parametrize("reader", [read_pdf, survey_pdf])
+def test_unreadable_pdfs_get_a_clear_message(tmp_path, data, message, reader):
     path = tmp_path / "upload.pdf"
     path.write_bytes(data)
     with pytest.raises(InvalidInputError, match=message):
-        read_pdf(path)
+        reader(path)
 
 
 def test_a_pdf_of_pictures_has_no_text_layer_and_says_what_to_do_instead():
     with pytest.raises(InvalidInputError, match="pages as images"):
         read_pdf(REPORT, PdfMode.TEXT)
+
+
+def test_pages_are_rendered_one_at_a_time_as_they_are_asked_for(renders):
+    pages = pdf_pages(REPORT)
+    assert renders == []
+    assert next(pages).number == 1 and len(renders) == 1
+    pages.close()
+    assert len(renders) == 1
+
+
+@pytest.mark.parametrize(("budget", "pages"), [(70, ""), (280, "2-3"), (1120, "3")])
+def test_the_survey_gives_the_page_pictures_pixels_without_rendering_them(renders, budget, pages):
+    survey = survey_pdf(REPORT, pages=pages, image_budget=budget)
+    assert renders == []
+    pictures = [page.image for page in read_pdf(REPORT, pages=pages, image_budget=budget)]
+    assert (survey.pages, survey.pixels) == (len(pictures), sum(p.width * p.height for p in pictures))
+    assert survey_pdf(REPORT, PdfMode.TEXT, pages).pixels == 0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemma_demo.engine.tool_syntax import QUOTE, ToolCall, parse_value, scan_calls, write_call, write_value
+from gemma_demo.engine.tool_syntax import CALL_OPEN, QUOTE, ToolCall, parse_value, scan_calls, write_call, write_value
 
 Q = QUOTE
 
@@ -104,3 +104,50 @@ def test_scanning_never_raises(pieces):
 def test_deep_nesting_is_refused_not_recursed():
     (call,) = scan_calls("<|tool_call>call:x{a:" + "[" * 5000 + "]" * 5000 + "}<tool_call|>").calls
     assert "nested" in call.error
+
+
+# Python reads integers of at most 4,300 digits; a model may write longer ones.
+@pytest.mark.parametrize("number", ["1" * 4301, "-" + "9" * 5000, "1" * 4301 + "0" * 100])
+def test_an_integer_too_long_to_read_is_an_error_call_not_an_exception(number):
+    text = f"before<|tool_call>call:calculate{{n:[1,{number}]}}<tool_call|>after<|tool_call>call:ok{{a:1}}<tool_call|>"
+    scan = scan_calls(text)
+    assert scan.calls[0].complete and "digits, too long to read" in scan.calls[0].error
+    assert scan.calls[1] == ToolCall("ok", {"a": 1})
+    assert scan.text == "beforeafter"
+    with pytest.raises(ValueError, match="too long to read"):
+        parse_value(number)
+
+
+def test_long_floats_and_huge_exponents_are_read_or_refused():
+    assert parse_value("1." + "5" * 5000) == 1.5555555555555556
+    with pytest.raises(ValueError, match="too large"):
+        parse_value("9" * 5000 + ".0")
+
+
+huge_numbers = st.builds(
+    lambda sign, digits, tail: sign + "7" * digits + tail,
+    st.sampled_from(["", "-"]), st.integers(4301, 6000), st.sampled_from(["", ".5", "e9", "e999"]),
+)
+deep_openings = st.integers(1, 150).flatmap(lambda n: st.sampled_from(["[" * n, "{k:" * n, "[{a:" * n]))
+long_strings = st.integers(0, 20_000).map(lambda n: Q + "s" * n + Q) | st.integers(0, 20_000).map(
+    lambda n: '"' + "\\u00e9" * (n // 6) + '"')
+pieces = st.sampled_from(["<|tool_call>call:f{", "}<tool_call|>", "a:", ",", "]", "}", ":", "<tool_call|>", Q, "null"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(huge_numbers | deep_openings | long_strings | pieces, max_size=12))
+def test_scanning_hostile_texts_never_raises(parts):
+    text = "".join(parts)
+    scan = scan_calls(text)
+    # Every opening marker starts a call (read, refused or cut off) and none is left in the text.
+    assert bool(scan.calls) == (CALL_OPEN in text)
+    assert CALL_OPEN not in scan.text
+
+
+@settings(max_examples=100, deadline=None)
+@given(huge_numbers, st.integers(0, 100))
+def test_a_huge_number_at_any_depth_makes_one_unrunnable_complete_call(number, depth):
+    text = f"<|tool_call>call:f{{a:{'[' * depth}{number}{']' * depth}}}<tool_call|>"
+    (call,) = scan_calls(text).calls
+    assert call.complete and not call.runnable
+    assert any(reason in call.error for reason in ("too long to read", "too large", "nested"))

@@ -51,7 +51,7 @@ def test_detect_objects_runs_the_detection_task_on_an_upload_by_name():
         SHAPES_ANSWER,  # the detection task's own model call, inside the tool
         "There is a red circle and a star.",
     )
-    context = ToolContext(backend=model, settings=GenerationSettings(), attachments=(SHAPES,))
+    context = ToolContext(backend=model, attachments=(SHAPES,))
     steps = list(run_agent(model, [{"role": "user", "content": "Find shapes"}], toolbox(["detect_objects"]),
                            GenerationSettings(), context))
     (step,) = [s for s in steps if s.kind is StepKind.TOOL]

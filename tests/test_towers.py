@@ -106,7 +106,9 @@ def test_a_row_stopped_while_another_row_encodes_leaves_and_the_other_goes_on(ti
     assert rows[1].new_tokens == 0 and rows[1].tokens.get(timeout=1) is END
 
 
-def test_stop_during_the_prefill_ends_it_within_a_layer(tiny_backend):
+@pytest.mark.parametrize("settings", [GREEDY, GREEDY.with_changes(keep_cache=True, conversation="chat")],
+                         ids=["task", "chat-turn"])
+def test_stop_during_the_prefill_ends_it_within_a_layer(tiny_backend, settings):
     layers = inner(tiny_backend).language_model.layers
     ran: list[int] = []
 
@@ -118,7 +120,7 @@ def test_stop_during_the_prefill_ends_it_within_a_layer(tiny_backend):
     handles = [layers[0].register_forward_pre_hook(stop_at_first_layer)]
     handles += [layer.register_forward_pre_hook(lambda module, args: ran.append(1)) for layer in layers[1:]]
     try:
-        final = last_update(tiny_backend.stream(picture("red"), GREEDY))
+        final = last_update(tiny_backend.stream(picture("red"), settings))
     finally:
         for handle in handles:
             handle.remove()

@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from gemma_demo.config import add_mcp_server_arguments, add_model_arguments, load_options_from, mcp_servers_from
+from gemma_demo.config import (
+    add_mcp_server_arguments,
+    add_model_arguments,
+    load_options_from,
+    mcp_allow_urls_from,
+    mcp_servers_from,
+)
 from gemma_demo.errors import GemmaDemoError, InvalidInputError
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -31,15 +37,18 @@ def add_agent_parser(commands, add_generation_arguments) -> None:
 
 
 def _schema(path: Path | None):
-    from gemma_demo.engine.json_schema import check_schema
+    from gemma_demo.engine.json_schema import read_schema
 
     if path is None:
         return None
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, ValueError) as error:
         raise InvalidInputError(f"Cannot read the JSON schema {path}: {error}") from None
-    return check_schema(schema)  # before the model loads, not at its first answer
+    try:
+        return read_schema(text)  # before the model loads, not at its first answer
+    except InvalidInputError as error:
+        raise InvalidInputError(f"Cannot read the JSON schema {path}: {error}") from None
 
 
 def run_agent_command(args: argparse.Namespace, settings) -> int:
@@ -55,7 +64,8 @@ def run_agent_command(args: argparse.Namespace, settings) -> int:
         options = AgentOptions(max_steps=args.max_steps, json_schema=_schema(args.json_schema))
         tools = _toolbox(args)
         backend = ModelCache().get(args.model, load_options_from(args))
-        context = ToolContext(backend=backend, settings=settings, attachments=files)
+        # The tools run their tasks' own settings; the chat's only bound them by its token cap.
+        context = ToolContext(backend=backend, attachments=files, max_new_tokens=settings.max_new_tokens)
         messages = [{"role": "user", "content": [{"type": "text", "text": _with_file_list(args.question, files)}]}]
         for step in run_agent(backend, messages, tools, settings, context, options):
             if step.kind in (StepKind.TOOL, StepKind.ANSWER):
@@ -73,7 +83,8 @@ def _toolbox(args: argparse.Namespace):
     from gemma_demo.tasks.tools.catalog import BUILTIN_TOOLS, toolbox
     from gemma_demo.tasks.tools.mcp import connect_servers
 
-    served = connect_servers(mcp_servers_from(args, os.environ), taken=BUILTIN_TOOLS)
+    served = connect_servers(mcp_servers_from(args, os.environ), taken=BUILTIN_TOOLS,
+                             allow_urls=mcp_allow_urls_from(args, os.environ))
     for problem in served.problems:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     names = args.tools.split(",") if args.tools else [*BUILTIN_TOOLS, *(tool.name for tool in served.tools)]

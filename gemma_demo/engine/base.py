@@ -48,6 +48,29 @@ class Stats:
             **rest,
         )
 
+    def followed_by(self, later: Stats) -> Stats:
+        """These figures and a `later` generation's as one, for a turn made of several model calls.
+
+        Tokens, times and drafts add up; the first token is the first call's (timed from its
+        start); the speed comes from the summed decoding alone, so the encodings and prefills
+        between calls do not count as decoding. The model's memory is the latest reading.
+        """
+        first = self.time_to_first_token
+        if first is None and later.time_to_first_token is not None:
+            first = self.elapsed + later.time_to_first_token
+        return Stats(
+            prompt_tokens=self.prompt_tokens + later.prompt_tokens,
+            new_tokens=self.new_tokens + later.new_tokens,
+            time_to_first_token=first,
+            elapsed=self.elapsed + later.elapsed,
+            model_memory_bytes=later.model_memory_bytes or self.model_memory_bytes,
+            drafter=later.drafter or self.drafter,
+            draft_proposed=self.draft_proposed + later.draft_proposed,
+            draft_accepted=self.draft_accepted + later.draft_accepted,
+            decode_tokens=self.decode_tokens + later.decode_tokens,
+            decode_time=self.decode_time + later.decode_time,
+        )
+
     @property
     def tokens_per_second(self) -> float | None:
         if self.decode_tokens < 1 or self.decode_time <= 0:

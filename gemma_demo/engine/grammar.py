@@ -23,6 +23,24 @@ from gemma_demo.errors import InvalidInputError
 
 TOOL_RESPONSE_TOKEN = "<|tool_response>"
 GRAMMAR_OPTIONS = {"whitespace_flexible": False}
+# llguidance's own limits (lexer fuel, lexer states, grammar size) stay at their defaults: they
+# end a runaway lexer, but only after up to a second, so `engine.json_schema` refuses the schemas
+# that would reach them first. Errors come without the parser's state dump: a person needs the gist.
+LIMITS = llguidance.LLParserLimits(verbose_errors=False)
+# What llguidance's messages mean for the person who wrote the schema, by how they begin.
+PROBLEMS = {
+    "regex parse error": "a pattern is not a regular expression it can use",
+    "Unimplemented keys": "the schema uses keywords it does not support; remove them",
+    "Unknown format": "the schema names a format it does not know; remove it or use a pattern",
+    "Unsatisfiable schema": "no JSON value can match the schema",
+    "Unable to determine if regex is empty": "a pattern together with minLength or maxLength is too complex; "
+                                             "simplify the pattern or drop the length limits",
+    "lexer error": "the patterns or lengths are too complex; simplify them",
+    "recursion limit": "the schema is nested too deeply",
+    "NoExtensionBias": "no answer can begin; does the schema only refer to itself?",
+    "Pointer": "a $ref points at nothing in the schema",
+    "Resource": "a $ref points outside the schema; only references inside it work",
+}
 
 
 def grammar_tokenizer(tokenizer, model) -> llguidance.LLTokenizer:
@@ -47,11 +65,17 @@ class JsonConstraint:
 
     @classmethod
     def build(cls, tokenizer: llguidance.LLTokenizer, schema: Any) -> JsonConstraint:
+        """The grammar for `schema`, checked on the caller's thread: its first mask too, as that
+        is where llguidance builds its lexer (slow for a costly pattern, and where some fail)."""
         grammar = llguidance.LLMatcher.grammar_from_json_schema(check_schema(schema), overrides=GRAMMAR_OPTIONS)
-        problem = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
+        problem = llguidance.LLMatcher.validate_grammar(grammar, tokenizer, limits=LIMITS)
         if problem:
-            raise InvalidInputError(f"The JSON answer schema cannot be used for decoding: {problem}")
-        return cls(llguidance.LLMatcher(tokenizer, grammar), tokenizer.vocab_size)
+            raise InvalidInputError(grammar_problem(problem))
+        matcher = llguidance.LLMatcher(tokenizer, grammar, limits=LIMITS)
+        matcher.compute_bitmask()
+        if matcher.is_error():
+            raise InvalidInputError(grammar_problem(matcher.get_error()))
+        return cls(matcher, tokenizer.vocab_size)
 
     def consume(self, token: int) -> None:
         if not self.matcher.is_stopped():
@@ -64,4 +88,15 @@ class JsonConstraint:
         scores.masked_fill_(~allowed, float("-inf"))
 
 
-__all__ = ["JsonConstraint", "check_schema", "grammar_tokenizer", "tool_response_ids"]
+def grammar_problem(problem: str) -> str:
+    """llguidance's message for a grammar it cannot use, said as what went wrong and what to do."""
+    lines = [line.strip() for line in problem.splitlines() if line.strip() and line.strip() != "<non-verbose/>"]
+    detail = (lines or [problem])[0]
+    if problem.startswith("regex parse error") and len(lines) > 2:  # the pattern, a caret line, the error
+        detail = f"{lines[1]}: {lines[-1].removeprefix('error: ')}"
+    meaning = next((text for start, text in PROBLEMS.items() if problem.startswith(start)), "")
+    said = f"{meaning} ({detail})" if meaning else detail
+    return f"The JSON answer schema cannot be used for decoding: {said}."
+
+
+__all__ = ["JsonConstraint", "check_schema", "grammar_problem", "grammar_tokenizer", "tool_response_ids"]

@@ -33,7 +33,7 @@ from gemma_demo.media.audio import padded_for_model
 from gemma_demo.engine.reasoning import split_reasoning
 from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.engine.settings import GenerationSettings
-from gemma_demo.engine.grammar import JsonConstraint, grammar_tokenizer, tool_response_ids
+from gemma_demo.engine.grammar import JsonConstraint, grammar_problem, grammar_tokenizer, tool_response_ids
 from gemma_demo.engine.tool_syntax import without_calls
 from gemma_demo.engine.towers import keep_encoded_media
 
@@ -159,13 +159,10 @@ class LocalBackend:
             inputs = build_inputs(self.processor, messages, settings)
             prompt_tokens = int(inputs["input_ids"].shape[1])
             self._check_context(prompt_tokens, settings)
-            request = Request(inputs, _generation_kwargs(settings), settings.max_new_tokens,
-                              self._end_ids(), constraint=self._constraint(settings))
+            request = Request(inputs, _generation_kwargs(settings), settings.max_new_tokens, self._end_ids(),
+                              constraint=self._constraint(settings), cache_key=self.prefix_cache.key_for(inputs, settings))
             request.draft = draft_record(self.drafter, self.draft_note, request.constraint is not None)
-            if settings.keep_cache:
-                self.prefix_cache.start(request, self.name, self.processor.tokenizer.pad_token_id)
-            else:
-                submit(request)
+            submit(request)
         decoder = _TextDecoder(self.processor.tokenizer, self.byte_ids)
         raw = ""
 
@@ -203,6 +200,7 @@ class LocalBackend:
                 if last is END:
                     break
             _release(request)
+            _raise_grammar_failure(request)
             yield update(True)
         finally:
             _release(request)
@@ -235,7 +233,12 @@ class LocalBackend:
             )
 
     def _generate(self, batch: Batch, scheduler: BatchScheduler) -> None:
-        run_generate(self.model, batch, self.processor.tokenizer.pad_token_id, scheduler.take_more, scheduler.join)
+        """One batch; chat turns prefill from (and keep) their conversations' caches, then decode together."""
+        pad_token_id = self.processor.tokenizer.pad_token_id
+        if batch.requests[0].cache_key is not None:
+            self.prefix_cache.run(batch, pad_token_id, scheduler.join)
+        else:
+            run_generate(self.model, batch, pad_token_id, scheduler.take_more, scheduler.join)
 
 
 def _release(request: Request) -> None:
@@ -244,6 +247,13 @@ def _release(request: Request) -> None:
     batch = request.batch
     if batch is not None and batch.over() and batch.thread is not None:
         batch.thread.join(JOIN_TIMEOUT_S)
+
+
+def _raise_grammar_failure(request: Request) -> None:
+    """A grammar that gave up partway (llguidance's lexer limits) ended the answer: say so, not "cut off"."""
+    matcher = getattr(request.constraint, "matcher", None)
+    if matcher is not None and matcher.is_error():
+        raise InvalidInputError(grammar_problem(matcher.get_error()))
 
 
 def _as_generation_error(error: BaseException) -> GenerationError:

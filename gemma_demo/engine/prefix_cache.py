@@ -8,28 +8,48 @@ A new prompt that starts with a kept prompt takes that cache and prefills only t
 with only the media that lie in the rest. The cache holds all but the prompt's last token,
 which `generate` feeds itself, so the answer is computed exactly as without reuse.
 
-Requests with a kept cache run in their own thread, outside the batcher: a batch would
-have to pad every row's cache to one length. The kept caches are bounded by count and
-bytes, the oldest dropped first; a cache that alone exceeds the bound is not kept.
+Token ids alone do not say what a cache holds: a picture, an audio piece or a video frame
+is a run of one placeholder id whose length depends only on its size, so two different
+photos of one size give the same ids. A kept cache is found again only when everything
+that shaped it is equal (`CacheKey`): the conversation it belongs to (the visitor's
+session, so nobody can learn from a first token's speed what someone else sent), the
+model's dtype, the system prompt, thinking and the image and frame budgets, the tokens,
+and a digest of every media item's processor tensors, in order.
+
+Chat turns go through the scheduler like any other request (`LocalBackend`) and share
+batches with each other: each row is prefilled alone, from its own kept cache, and the
+rows' caches are merged (left-padded, `batching.caches`) to decode together.
+The kept caches are bounded by count, per conversation and in all, and by bytes on the
+model's device, the oldest dropped first; a cache is measured before it is copied, and
+one that cannot be kept is never copied.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import BatchFeature, DynamicCache
 
+from gemma_demo.engine.batching.caches import merge_caches
 from gemma_demo.engine.batching.generate import run_generate
-from gemma_demo.engine.batching.requests import READING, Batch, Request
+from gemma_demo.engine.batching.requests import READING, Batch
 from gemma_demo.engine.batching.watch import Abandoned, working_for
+from gemma_demo.engine.memory import available_bytes
+from gemma_demo.engine.settings import GenerationSettings
 
 MAX_KEPT = 8
+MAX_KEPT_PER_CONVERSATION = 2
 MAX_KEPT_BYTES = 4 * 2**30
+# Of the memory free on the model's device when it loaded, the share kept caches may take.
+DEVICE_SHARE = 0.25
 # Which media tensors belong to which placeholder token, and how they are counted: one
 # item per run of that token (a picture, an audio piece, a video frame) along the first axis.
 MEDIA_ITEMS = {
@@ -43,9 +63,27 @@ MEDIA_ITEMS = {
 PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything besides the token ids that shapes a prompt's cache."""
+
+    conversation: str
+    shape: tuple  # the model's dtype, system prompt, thinking, image and frame budgets
+    media: dict[str, tuple[bytes, ...]] = field(default_factory=dict)  # per kind, a digest per item in order
+
+    def covers(self, kept: CacheKey) -> bool:
+        """Could a cache kept under `kept` start this prompt (its media the first of ours)?"""
+        return (
+            kept.conversation == self.conversation
+            and kept.shape == self.shape
+            and all(self.media.get(kind, ())[: len(digests)] == digests for kind, digests in kept.media.items())
+        )
+
+
 @dataclass
 class KeptCache:
     ids: torch.Tensor  # the prompt tokens the cache holds, 1-D
+    key: CacheKey  # its media: only the items within `ids`
     cache: DynamicCache
     nbytes: int
 
@@ -57,15 +95,44 @@ class ReuseStats:
     reused: int = 0
     full: int = 0
     last_prefill_tokens: int = 0
+    not_kept: int = 0  # caches too large for the budget, never copied
+
+
+def cache_key(inputs: BatchFeature, settings: GenerationSettings, dtype: torch.dtype) -> CacheKey | None:
+    """The key a chat prompt's cache is kept and found under; None when none is to be kept."""
+    if not (settings.keep_cache and settings.conversation):
+        return None
+    shape = (str(dtype), settings.system_prompt, settings.thinking, settings.image_budget, settings.video_frame_budget)
+    return CacheKey(settings.conversation, shape, media_digests(inputs))
+
+
+def media_digests(inputs: BatchFeature) -> dict[str, tuple[bytes, ...]]:
+    """A digest of each picture, audio piece and video frame: its rows of every processor tensor."""
+    hashes: dict[str, list] = {}
+    for name, value in sorted(inputs.items()):
+        kind = MEDIA_ITEMS.get(name)
+        if kind is None or not isinstance(value, torch.Tensor):
+            continue
+        items = hashes.setdefault(kind, [hashlib.blake2b(digest_size=16) for _ in range(value.shape[0])])
+        for item, row in zip(items, value):
+            item.update(f"{name}:{row.dtype}:{tuple(row.shape)}".encode())
+            item.update(row.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return {kind: tuple(item.digest() for item in items) for kind, items in hashes.items()}
+
+
+def device_budget(device: torch.device, ceiling: int = MAX_KEPT_BYTES) -> int:
+    """Bytes kept caches may hold on `device`: a share of what is free there now, at most `ceiling`."""
+    free = available_bytes(device)
+    return ceiling if free is None else min(ceiling, int(free * DEVICE_SHARE))
 
 
 class PrefixCache:
-    """The kept caches of one loaded model, and the thread that runs a request with one."""
+    """The kept caches of one loaded model, and how a request with one is run."""
 
-    def __init__(self, model: Any, processor: Any, max_kept: int = MAX_KEPT, max_bytes: int = MAX_KEPT_BYTES):
+    def __init__(self, model: Any, processor: Any, max_kept: int = MAX_KEPT, max_bytes: int | None = None):
         self.model = model
         self.max_kept = max_kept
-        self.max_bytes = max_bytes
+        self.max_bytes = device_budget(model.device) if max_bytes is None else max_bytes
         self.stats = ReuseStats()
         self._lock = threading.Lock()
         self._kept: OrderedDict[int, KeptCache] = OrderedDict()
@@ -84,34 +151,52 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def start(self, request: Request, name: str, pad_token_id: int) -> None:
-        """Run `request` in its own thread, streaming to it as the batcher would."""
-        batch = Batch([request])
-        thread = threading.Thread(target=self._run, args=(batch, pad_token_id), name=f"generate-{name}-kept", daemon=True)
-        batch.thread, request.batch = thread, batch
-        thread.start()
+    def key_for(self, inputs: BatchFeature, settings: GenerationSettings) -> CacheKey | None:
+        return cache_key(inputs, settings, self.model.dtype)
 
-    def _run(self, batch: Batch, pad_token_id: int) -> None:
-        request = batch.requests[0]
-        try:
-            with working_for(batch):
-                request.stage = READING
-                cache = self.prefill(request.inputs)
+    def run(self, batch: Batch, pad_token_id: int, join: Callable[[Batch], bool] = lambda b: False) -> None:
+        """Prefill each chat turn from its conversation's kept cache (keeping the new one), then decode them together.
+
+        Called by the scheduler's batch thread, so turns wait their turn like any request and
+        never prefill beside another batch's prefill. Turns that arrive while the rows are
+        prefilled `join` before the decoding starts. The batch does not restart for later
+        arrivals: its rows' caches would have to be taken apart again. Stop ends it between
+        two layers.
+        """
+        batch.restartable = False
+        with working_for(batch):
+            try:
+                caches = self._prefill_rows(batch, join)
+            except Abandoned:
+                return
+        if not caches:
+            return
+        for request in batch.requests:
             ids = request.inputs["input_ids"]
             request.inputs = BatchFeature({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-            run_generate(self.model, batch, pad_token_id, cache=cache)
-        except Abandoned:
-            pass
-        except BaseException as error:  # noqa: BLE001 - handed to the reader, as the batcher does
-            request.finish(error)
-        finally:
-            request.finish()
-            batch.requests = []
+        cache = caches[0] if len(caches) == 1 else merge_caches(caches, self.model.config)
+        caches.clear()  # the rows' own caches are freed once merged, not kept beside the batch's
+        run_generate(self.model, batch, pad_token_id, cache=cache)
 
-    def prefill(self, inputs: BatchFeature) -> DynamicCache:
+    def _prefill_rows(self, batch: Batch, join: Callable[[Batch], bool]) -> list[DynamicCache]:
+        """Each wanted row's cache, in row order; rows stopped meanwhile leave the batch."""
+        caches: dict[int, DynamicCache] = {}
+        batch.prefill_started_at = time.perf_counter()
+        while True:
+            for request in [r for r in batch.requests if id(r) not in caches and r.wanted()]:
+                request.stage = READING
+                caches[id(request)] = self.prefill(request.inputs, request.cache_key)
+            if not join(batch):
+                break
+        for request in [r for r in batch.requests if not r.wanted() or id(r) not in caches]:
+            request.finish()
+            batch.requests.remove(request)
+        return [caches[id(request)] for request in batch.requests]
+
+    def prefill(self, inputs: BatchFeature, key: CacheKey) -> DynamicCache:
         """A cache holding all of the prompt but its last token, from a kept one where possible."""
         ids = inputs["input_ids"][0]
-        entry = self._take_longest_prefix(ids)
+        entry = self._take_longest_prefix(key, ids)
         start = 0 if entry is None else len(entry.ids)
         cache = DynamicCache(config=self.model.config) if entry is None else entry.cache
         end = len(ids) - 1
@@ -125,32 +210,59 @@ class PrefixCache:
                 self.stats.full += 1
             else:
                 self.stats.reused += 1
-        self._keep(ids[:end].clone(), copy.deepcopy(cache))
+        self._keep(ids[:end].clone(), key, cache)
         return cache
 
-    def _take_longest_prefix(self, ids: torch.Tensor) -> KeptCache | None:
-        """Remove and return the kept cache whose prompt starts `ids` (the longest); it is extended in place."""
-        with self._lock:
-            best_key, best = None, None
-            for key, entry in self._kept.items():
-                n = len(entry.ids)
-                if n < len(ids) and (best is None or n > len(best.ids)) and torch.equal(ids[:n], entry.ids):
-                    best_key, best = key, entry
-            if best_key is not None:
-                del self._kept[best_key]
-            return best
+    def _longest_prefix(self, key: CacheKey, ids: torch.Tensor) -> int | None:
+        """The store key of the longest kept prompt that starts `ids` under `key` (hold the lock)."""
+        best_key, best_length = None, -1
+        for store_key, entry in self._kept.items():
+            n = len(entry.ids)
+            if best_length < n < len(ids) and key.covers(entry.key) and torch.equal(ids[:n], entry.ids):
+                best_key, best_length = store_key, n
+        return best_key
 
-    def _keep(self, ids: torch.Tensor, cache: DynamicCache) -> None:
-        """Keep a snapshot; a kept prompt that this one extends is superseded and dropped."""
+    def _take_longest_prefix(self, key: CacheKey, ids: torch.Tensor) -> KeptCache | None:
+        """Remove and return the kept cache this prompt extends; it is extended in place."""
+        with self._lock:
+            store_key = self._longest_prefix(key, ids)
+            return None if store_key is None else self._kept.pop(store_key)
+
+    def _keep(self, ids: torch.Tensor, key: CacheKey, cache: DynamicCache) -> None:
+        """Keep a snapshot if it fits the budget; a kept prompt that this one extends is superseded."""
         nbytes = cache_bytes(cache)
         if nbytes > self.max_bytes:
+            with self._lock:
+                self.stats.not_kept += 1
             return
+        counts = {kind: _runs(ids, token) for kind, token in self._placeholder_ids().items()}
+        media = {kind: digests[: counts.get(kind, 0)] for kind, digests in key.media.items()}
+        kept_key = CacheKey(key.conversation, key.shape, {kind: d for kind, d in media.items() if d})
         with self._lock:
-            for key in [k for k, e in self._kept.items() if len(e.ids) <= len(ids) and torch.equal(ids[: len(e.ids)], e.ids)]:
-                del self._kept[key]
-            self._kept[self._next_key] = KeptCache(ids, cache, nbytes)
+            superseded = [k for k, e in self._kept.items()
+                          if len(e.ids) <= len(ids) and kept_key.covers(e.key) and torch.equal(ids[: len(e.ids)], e.ids)]
+            for store_key in superseded:
+                del self._kept[store_key]
+            self._make_room(key.conversation, nbytes)
+        snapshot = copy.deepcopy(cache)  # measured and made room for first: never copied just to be dropped
+        with self._lock:
+            self._kept[self._next_key] = KeptCache(ids, kept_key, snapshot, nbytes)
             self._next_key += 1
-            while len(self._kept) > self.max_kept or self.kept_bytes > self.max_bytes:
+            self._make_room(key.conversation, 0)
+
+    def _make_room(self, conversation: str, nbytes: int) -> None:
+        """Drop the oldest caches until one more of `nbytes` fits every bound (hold the lock)."""
+        def over() -> bool:
+            mine = sum(entry.key.conversation == conversation for entry in self._kept.values())
+            return (len(self._kept) + (nbytes > 0) > self.max_kept or self.kept_bytes + nbytes > self.max_bytes
+                    or mine + (nbytes > 0) > MAX_KEPT_PER_CONVERSATION)
+
+        while self._kept and over():
+            own = next((k for k, e in self._kept.items() if e.key.conversation == conversation), None)
+            mine = sum(entry.key.conversation == conversation for entry in self._kept.values())
+            if own is not None and mine + (nbytes > 0) > MAX_KEPT_PER_CONVERSATION:
+                del self._kept[own]  # a conversation makes room from its own caches first
+            else:
                 self._kept.popitem(last=False)
 
     def _chunk(self, inputs: BatchFeature, start: int, end: int) -> BatchFeature:

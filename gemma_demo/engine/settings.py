@@ -35,6 +35,9 @@ class GenerationSettings:
     json_schema: dict[str, Any] | None = field(default=None, hash=False)
     # Keep the prompt's key/value cache for a follow-up that extends it (the chat); local backend only.
     keep_cache: bool = False
+    # Whose cache it is (the visitor's session): a kept cache is only ever found again by its
+    # own conversation, and none is kept without one.
+    conversation: str = ""
 
     def __post_init__(self) -> None:
         for name in ("image_budget", "video_frame_budget"):

@@ -93,12 +93,7 @@ class _Reader:
             return self.json_string()
         if number := _NUMBER.match(self.text, self.position):
             self.position = number.end()
-            if number[1] is None and number[2] is None:
-                return int(number[0])
-            value = float(number[0])
-            if math.isinf(value):
-                raise _SyntaxFault("number too large")
-            return value
+            return _number(number)
         for word, constant in _CONSTANTS.items():
             if self.text.startswith(word, self.position):
                 self.position += len(word)
@@ -161,6 +156,19 @@ class _Reader:
                 self.position += 1
                 return out
             self.expect(",")
+
+
+def _number(number: re.Match[str]) -> int | float:
+    """An integer, or a float for a fraction or exponent; one too large for either is a fault."""
+    if number[1] is None and number[2] is None:
+        try:
+            return int(number[0])
+        except ValueError:  # Python refuses to read integers of over 4,300 digits
+            raise _SyntaxFault(f"an integer of {len(number[0].lstrip('-')):,} digits, too long to read") from None
+    value = float(number[0])
+    if math.isinf(value):
+        raise _SyntaxFault("number too large")
+    return value
 
 
 def parse_value(text: str) -> Any:

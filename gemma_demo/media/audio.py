@@ -8,6 +8,7 @@ a channel count or an integer sample.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gemma_demo.media.timing import SAMPLE_RATE
 
 SILENCE_THRESHOLD_DB = -50.0
 SILENCE_FRAME_SECONDS = 0.03
+SILENCE_FRAME_LENGTH = round(SILENCE_FRAME_SECONDS * SAMPLE_RATE)
 LOG_FLOOR = 1e-12
 SEEK_PREROLL_SECONDS = 0.5
 # Files are mixed and resampled this much at a time: a block stays cache-sized (1.8 MB at
@@ -42,22 +44,73 @@ def load_audio(
     `start` and `max_seconds` select a window in seconds so long recordings are
     not decoded in full when only one clip of them is needed.
     """
+    pieces = list(audio_blocks(source, max_seconds, start))
+    if not pieces:
+        raise InvalidInputError("The audio is empty — record or upload a clip with sound in it.")
+    return fit_full_scale(np.concatenate(pieces))
+
+
+def audio_blocks(
+    source: AudioSource, max_seconds: float | None = None, start: float = 0.0
+) -> Iterator[np.ndarray]:
+    """The window as non-empty 16 kHz mono float32 blocks, decoded only as they are asked for.
+
+    What `load_audio` joins, before `fit_full_scale`: a recording of any length can be
+    read piece by piece with memory that does not grow with it. The file is opened and
+    checked at the first block.
+    """
     if start < 0 or (max_seconds is not None and max_seconds <= 0):
         raise ValueError("start must be >= 0 and max_seconds > 0")
     if isinstance(source, tuple):
         rate, frames = _window_of_array(source, start, max_seconds)
-        mono = _resample_blocks(rate, [frames])
+        size = READ_BLOCK_SECONDS * rate
+        blocks = _resampled(rate, (frames[at : at + size] for at in range(0, len(frames), size)))
     else:
-        mono = _resample_file(Path(source), start, max_seconds)
-    if mono.size == 0:
-        raise InvalidInputError("The audio is empty — record or upload a clip with sound in it.")
-    if max_seconds is not None:
-        mono = mono[: round(max_seconds * SAMPLE_RATE)]
-    return _fit_full_scale(mono)
+        blocks = _file_blocks(Path(source), start, max_seconds)
+    return _trimmed(blocks, None if max_seconds is None else round(max_seconds * SAMPLE_RATE))
 
 
-def _resample_blocks(rate: int, blocks: Iterable[np.ndarray]) -> np.ndarray:
-    """Mix each block to mono and resample it through one stream, then join the results.
+def audio_seconds(source: AudioSource) -> float | None:
+    """The recording's length from its header, nothing decoded; None when the header does not say.
+
+    A header can be wrong (an unfinished recording says 0 bytes): whoever relies on this
+    must still cap what it decodes.
+    """
+    if isinstance(source, tuple):
+        rate, frames = _window_of_array(source, 0.0, None)
+        return len(frames) / rate
+    path = Path(source)
+    _require_file(path)
+    try:
+        info = sf.info(str(path))
+        if info.frames > 0 and info.samplerate > 0:
+            return info.frames / info.samplerate
+    except sf.SoundFileError:
+        pass
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = _audio_stream(container, path)
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
+    except av.FFmpegError as error:
+        raise _undecodable(path) from error
+
+
+def _trimmed(blocks: Iterator[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
+    """Non-empty blocks, cut at `limit` samples in all; decoding stops there."""
+    for block in blocks:
+        if limit is not None:
+            block = block[: max(limit, 0)]
+            limit -= len(block)
+        if len(block):
+            yield block
+        if limit is not None and limit <= 0:
+            return
+
+
+def _resampled(rate: int, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Mix each block to mono and resample it through one stream.
 
     Whole-file intermediates (106 MB for ten minutes at 44.1 kHz) cost 15-20 % more per
     sample than cache-sized blocks; one `ResampleStream` keeps the filter state across
@@ -66,17 +119,15 @@ def _resample_blocks(rate: int, blocks: Iterable[np.ndarray]) -> np.ndarray:
     resampler = None
     if rate != SAMPLE_RATE:
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-    pieces = []
     for block in blocks:
         mono = _mix_to_mono(block)
         if not np.all(np.isfinite(mono)):
             raise InvalidInputError(
                 "The audio contains invalid samples (NaN or infinity) — re-export it and try again."
             )
-        pieces.append(mono if resampler is None else resampler.resample_chunk(mono))
+        yield mono if resampler is None else resampler.resample_chunk(mono)
     if resampler is not None:
-        pieces.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
 
 def _window_of_array(
@@ -111,31 +162,41 @@ def _to_float(array: np.ndarray) -> np.ndarray:
     )
 
 
-def _resample_file(path: Path, start: float, max_seconds: float | None) -> np.ndarray:
-    """Try libsndfile first (exact, seekable, block by block), then fall back to FFmpeg via PyAV.
-
-    libsndfile reads a WAV whose header says "0 bytes" (an unfinished
-    recording) as empty, so an empty result also goes to PyAV.
-    """
+def _require_file(path: Path) -> None:
     if not path.is_file():
         raise InvalidInputError(f"The audio file {path.name!r} does not exist — upload it again.")
     if path.stat().st_size == 0:
         raise InvalidInputError(f"The audio file {path.name!r} is empty (0 bytes) — upload it again.")
+
+
+def _undecodable(path: Path) -> InvalidInputError:
+    return InvalidInputError(
+        f"{path.name!r} is not an audio file that can be decoded — upload a WAV, MP3, FLAC, OGG or M4A file."
+    )
+
+
+def _file_blocks(path: Path, start: float, max_seconds: float | None) -> Iterator[np.ndarray]:
+    """Try libsndfile first (exact, seekable, block by block), then fall back to FFmpeg via PyAV.
+
+    libsndfile reads a WAV whose header says "0 bytes" (an unfinished recording) as
+    empty, so a file it yields nothing for also goes to PyAV. A libsndfile error after
+    blocks were handed on cannot start over: the file is called damaged.
+    """
+    _require_file(path)
+    handed_on = False
     try:
         with sf.SoundFile(path) as audio:
-            mono = _resample_blocks(audio.samplerate, _soundfile_blocks(audio, start, max_seconds))
-        if mono.size:
-            return mono
-    except sf.SoundFileError:
-        pass
-    try:
-        rate, frames = _read_with_pyav(path, start, max_seconds)
-    except av.FFmpegError as error:
-        raise InvalidInputError(
-            f"{path.name!r} is not an audio file that can be decoded — "
-            "upload a WAV, MP3, FLAC, OGG or M4A file."
-        ) from error
-    return _resample_blocks(rate, [frames])
+            raw = _soundfile_blocks(audio, start, max_seconds)
+            first = next(raw, None)
+            if first is not None:
+                for block in _resampled(audio.samplerate, itertools.chain([first], raw)):
+                    handed_on = True
+                    yield block
+                return
+    except sf.SoundFileError as error:
+        if handed_on:
+            raise InvalidInputError(f"{path.name!r} is damaged part-way ({error}) — re-export it and try again.") from None
+    yield from _pyav_blocks(path, start, max_seconds)
 
 
 def _soundfile_blocks(
@@ -156,54 +217,63 @@ def _soundfile_blocks(
         yield block
 
 
-def _read_with_pyav(
-    path: Path, start: float, max_seconds: float | None
-) -> tuple[int, np.ndarray]:
-    """Decode the first audio stream (also of a video), stopping once the window is full.
+def _pyav_blocks(path: Path, start: float, max_seconds: float | None) -> Iterator[np.ndarray]:
+    """Decode the first audio stream (also of a video) frame by frame, stopping once the window is full.
 
     The seek lands a little early because AAC, MP3 and Opus decoders need some
     preceding audio to rebuild the first samples; the extra is trimmed off.
     """
-    with av.open(str(path), metadata_errors="ignore") as container:
-        if not container.streams.audio:
-            raise InvalidInputError(f"{path.name!r} has no audio track — upload one with sound.")
-        stream = container.streams.audio[0]
-        if start > 0 and stream.time_base is not None:
-            early = max(0.0, start - SEEK_PREROLL_SECONDS)
-            container.seek(int(early / stream.time_base), stream=stream)
-        blocks, rate = _decode_window(container.decode(stream), start, max_seconds)
-    if not blocks:
-        return SAMPLE_RATE, np.zeros((0, 1), dtype=np.float32)
-    return rate, np.concatenate(blocks, axis=1).T
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = _audio_stream(container, path)
+            if start > 0 and stream.time_base is not None:
+                early = max(0.0, start - SEEK_PREROLL_SECONDS)
+                container.seek(int(early / stream.time_base), stream=stream)
+            planar = _window_blocks(container.decode(stream), start, max_seconds)
+            first = next(planar, None)
+            if first is None:
+                return
+            rate = first[0]
+            yield from _resampled(rate, (block.T for _, block in itertools.chain([first], planar)))
+    except av.FFmpegError as error:
+        raise _undecodable(path) from error
 
 
-def _decode_window(
+def _audio_stream(container: av.container.InputContainer, path: Path) -> av.AudioStream:
+    if not container.streams.audio:
+        raise InvalidInputError(f"{path.name!r} has no audio track — upload one with sound.")
+    return container.streams.audio[0]
+
+
+def _window_blocks(
     frames: Iterator[av.AudioFrame], start: float, max_seconds: float | None
-) -> tuple[list[np.ndarray], int]:
-    """Collect planar float blocks covering [start, start + max_seconds)."""
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(sample rate, planar float block) pairs covering [start, start + max_seconds)."""
     to_float = av.AudioResampler(format="fltp")
-    blocks: list[np.ndarray] = []
-    rate, position, collected = 0, 0.0, 0
+    position, collected = 0.0, 0
     for frame in frames:
         rate = frame.sample_rate
         position = frame.time if frame.time is not None else position
         for converted in to_float.resample(frame):
             block = converted.to_ndarray()[:, max(0, round((start - position) * rate)) :]
             position += converted.samples / rate
-            blocks.append(block)
             collected += block.shape[1]
+            yield rate, block
         if max_seconds is not None and collected >= max_seconds * rate:
-            break
-    return blocks, rate
+            return
 
 
 def _mix_to_mono(frames: np.ndarray) -> np.ndarray:
     return frames if frames.ndim == 1 else frames.mean(axis=1, dtype=np.float32)
 
 
-def _fit_full_scale(samples: np.ndarray) -> np.ndarray:
-    """Scale down rather than clip when a float source exceeds full scale."""
-    peak = max(float(samples.max()), -float(samples.min()))
+def fit_full_scale(samples: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """Scale down rather than clip when a float source exceeds full scale.
+
+    `peak` is the whole recording's when `samples` are one piece of it, so every piece is scaled alike.
+    """
+    if peak is None:
+        peak = max(float(samples.max()), -float(samples.min()))
     if peak > 1.0:
         samples = samples / peak
     return np.ascontiguousarray(samples, dtype=np.float32)
@@ -223,16 +293,30 @@ def is_silent(samples: np.ndarray, threshold_db: float = SILENCE_THRESHOLD_DB) -
     Judging the loudest frame, not the whole clip, keeps a single word in a
     long quiet recording from being dismissed as silence.
     """
-    frame_length = max(1, min(len(samples), round(SILENCE_FRAME_SECONDS * SAMPLE_RATE)))
+    return loudest_frame_db(samples) < threshold_db
+
+
+def loudest_frame_db(samples: np.ndarray) -> float:
+    """The level of the loudest 30 ms frame in dBFS (a clip shorter than that is one frame)."""
+    frame_length = max(1, min(len(samples), SILENCE_FRAME_LENGTH))
     rms = frame_rms(samples, frame_length)
-    return rms.size == 0 or bool(20 * np.log10(max(float(rms.max()), LOG_FLOOR)) < threshold_db)
+    return level_db(float(rms.max()) if rms.size else 0.0)
+
+
+def level_db(rms: float) -> float:
+    return 20 * float(np.log10(max(rms, LOG_FLOOR)))
 
 
 def validate_speech(samples: np.ndarray) -> None:
     """Refuse audio that cannot hold speech, so the model is never asked to transcribe nothing."""
-    if len(samples) == 0:
+    require_speech(len(samples), loudest_frame_db(samples))
+
+
+def require_speech(length: int, loudest_db: float) -> None:
+    """`validate_speech` from figures gathered while reading a recording block by block."""
+    if length == 0:
         raise InvalidInputError("The audio is empty — record or upload a clip with speech in it.")
-    if is_silent(samples):
+    if loudest_db < SILENCE_THRESHOLD_DB:
         raise InvalidInputError(
             "The audio is silent — nothing to transcribe. "
             "Check that the microphone is on and the volume is up."

@@ -7,11 +7,19 @@ before the limit, so words are not split when a pause is nearby.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from gemma_demo.media.audio import frame_rms
+from gemma_demo.media.audio import (
+    SILENCE_FRAME_LENGTH,
+    fit_full_scale,
+    frame_rms,
+    level_db,
+    loudest_frame_db,
+)
 from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE
 
 MIN_CHUNK_SECONDS = 20.0
@@ -31,6 +39,28 @@ class AudioChunk:
     samples: np.ndarray
 
 
+@dataclass(frozen=True)
+class CutPlan:
+    """Where a recording read block by block is cut, and what the whole of it showed.
+
+    `bounds` run from 0 to the length in samples; `peak` is the largest magnitude (a
+    float source past full scale is scaled down by it, as `load_audio` scales the whole);
+    `loudest_db` is the loudest 30 ms frame's level after that scaling.
+    """
+
+    bounds: tuple[int, ...]
+    peak: float
+    loudest_db: float
+
+    @property
+    def count(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def length(self) -> int:
+        return self.bounds[-1]
+
+
 def split_audio(
     samples: np.ndarray,
     sample_rate: int = SAMPLE_RATE,
@@ -43,30 +73,103 @@ def split_audio(
     the previous one, at the quietest point of that window; the chunks'
     samples concatenate back to the input exactly.
     """
-    if not 0 <= min_seconds < max_seconds:
-        raise ValueError("split_audio needs 0 <= min_seconds < max_seconds")
     if samples.ndim != 1:
         raise ValueError("split_audio needs mono samples; load them with load_audio first")
-    hop = max(1, round(FRAME_SECONDS * sample_rate))
-    level_db = _smoothed_level_db(samples, hop)
-    longest, shortest = int(max_seconds * sample_rate), int(np.ceil(min_seconds * sample_rate))
-    bounds = [0]
-    while len(samples) - bounds[-1] > longest:
-        bounds.append(_quietest_cut(level_db, hop, bounds[-1] + shortest, bounds[-1] + longest))
-    bounds.append(len(samples))
+    hop = _hop(sample_rate)
+    level_db = _smoothed_level_db(frame_rms(samples, hop) ** 2)
+    bounds = _cut_bounds(level_db, hop, len(samples), sample_rate, (min_seconds, max_seconds))
     return [
         AudioChunk(index, first / sample_rate, last / sample_rate, samples[first:last])
         for index, (first, last) in enumerate(zip(bounds, bounds[1:]))
     ]
 
 
-def _smoothed_level_db(samples: np.ndarray, hop: int) -> np.ndarray:
+def plan_cuts(blocks: Iterable[np.ndarray]) -> CutPlan:
+    """The cuts `split_audio` would make in the 16 kHz blocks joined, from one pass over them.
+
+    Only frame levels are kept (4 bytes per 25 ms and per 30 ms), never the samples: about
+    1 MB per hour of recording. `cut_pieces` then reads the recording again.
+    """
+    hop = _hop(SAMPLE_RATE)
+    energy, loud = _Frames(hop), _Frames(SILENCE_FRAME_LENGTH)
+    peak = 0.0
+    for block in blocks:
+        energy.add(block)
+        loud.add(block)
+        peak = max(peak, float(np.abs(block).max()))
+    scale = max(peak, 1.0)
+    levels = _smoothed_level_db(energy.rms() ** 2 / scale**2)
+    bounds = _cut_bounds(levels, hop, energy.length, SAMPLE_RATE, (MIN_CHUNK_SECONDS, MAX_CLIP_SECONDS))
+    return CutPlan(tuple(bounds), peak, loud.loudest_db() - level_db(scale))
+
+
+def cut_pieces(blocks: Iterable[np.ndarray], plan: CutPlan) -> Iterator[AudioChunk]:
+    """The planned pieces from a second pass over the same blocks, one piece held at a time."""
+    pending: list[np.ndarray] = []
+    held = start = index = 0
+    for block in itertools.chain(blocks, [None]):
+        if block is not None:
+            pending.append(block)
+            held += len(block)
+        while index < plan.count and (start + held >= plan.bounds[index + 1] or (block is None and held)):
+            joined = np.concatenate(pending)
+            size = min(plan.bounds[index + 1] - start, len(joined))
+            pending, held = [joined[size:].copy()], len(joined) - size
+            piece = fit_full_scale(joined[:size], plan.peak)
+            yield AudioChunk(index, start / SAMPLE_RATE, (start + size) / SAMPLE_RATE, piece)
+            start, index = start + size, index + 1
+
+
+class _Frames:
+    """Non-overlapping frames' RMS over blocks of any size, as `frame_rms` over the blocks joined."""
+
+    def __init__(self, size: int):
+        self.size, self.length = size, 0
+        self.carry = np.zeros(0, dtype=np.float32)
+        self.parts: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        self.length += len(block)
+        joined = np.concatenate([self.carry, block])
+        whole = len(joined) // self.size * self.size
+        self.parts.append(frame_rms(joined[:whole], self.size).astype(np.float32))
+        self.carry = joined[whole:].copy()
+
+    def rms(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.float32)
+
+    def loudest_db(self) -> float:
+        """As `loudest_frame_db`: a recording shorter than one frame is judged whole."""
+        frames = self.rms()
+        if frames.size == 0:
+            return loudest_frame_db(self.carry)
+        return level_db(float(frames.max()))
+
+
+def _hop(sample_rate: int) -> int:
+    return max(1, round(FRAME_SECONDS * sample_rate))
+
+
+def _cut_bounds(
+    level_db: np.ndarray, hop: int, length: int, sample_rate: int, limits: tuple[float, float]
+) -> list[int]:
+    min_seconds, max_seconds = limits
+    if not 0 <= min_seconds < max_seconds:
+        raise ValueError("split_audio needs 0 <= min_seconds < max_seconds")
+    longest, shortest = int(max_seconds * sample_rate), int(np.ceil(min_seconds * sample_rate))
+    bounds = [0]
+    while length - bounds[-1] > longest:
+        bounds.append(_quietest_cut(level_db, hop, bounds[-1] + shortest, bounds[-1] + longest))
+    bounds.append(length)
+    return bounds
+
+
+def _smoothed_level_db(energy: np.ndarray) -> np.ndarray:
     """Per-frame level in dB, averaged over ~0.2 s.
 
     Averaging keeps a single quiet frame inside a word (a stop consonant) from
     passing for a pause.
     """
-    energy = frame_rms(samples, hop) ** 2
     kernel = np.full(SMOOTHING_FRAMES, 1.0 / SMOOTHING_FRAMES)
     smoothed = np.convolve(energy, kernel, mode="same") if energy.size else energy
     return 10 * np.log10(np.maximum(smoothed, 10 ** (FLOOR_DB / 10)))

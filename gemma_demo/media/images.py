@@ -8,6 +8,8 @@ Every failure becomes an `InvalidInputError` that says what to upload instead.
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +37,31 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     file that claims billions of pixels is refused without allocating them.
     """
     name = _display_name(source)
+    with _read_errors(name, max_pixels):
+        if isinstance(source, Image.Image):
+            return _plain_rgb(source, name, max_pixels)
+        with Image.open(_readable(source, name)) as image:
+            return _plain_rgb(image, name, max_pixels)
+
+
+def image_size(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Width and height from the header alone (Pillow opens lazily), refused like `load_image` would.
+
+    What a request may decode is judged from this before any picture of it is decoded.
+    """
+    name = _display_name(source)
+    with _read_errors(name, max_pixels), Image.open(_readable(source, name)) as image:
+        _check_size(image, name, max_pixels)
+        return image.size
+
+
+@contextmanager
+def _read_errors(name: str, max_pixels: int) -> Iterator[None]:
+    """Pillow's errors as `InvalidInputError`s that say what to upload instead."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            if isinstance(source, Image.Image):
-                return _plain_rgb(source, name, max_pixels)
-            with Image.open(_readable(source, name)) as image:
-                return _plain_rgb(image, name, max_pixels)
+            yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise _too_large(name, max_pixels) from error
         except UnidentifiedImageError as error:
@@ -90,12 +110,16 @@ def _too_large(name: str, max_pixels: int, size: tuple[int, int] | None = None) 
     )
 
 
-def _plain_rgb(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
+def _check_size(image: Image.Image, name: str, max_pixels: int) -> None:
     width, height = image.size
     if width < 1 or height < 1:
         raise InvalidInputError(f"{name} has no pixels ({width}×{height}). Upload another picture.")
     if width * height > max_pixels:
         raise _too_large(name, max_pixels, image.size)
+
+
+def _plain_rgb(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    _check_size(image, name, max_pixels)
     image.load()
     upright = ImageOps.exif_transpose(image)
     return _as_rgb(upright, name)

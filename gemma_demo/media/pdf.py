@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,21 +60,64 @@ def parse_page_range(spec: str, page_count: int) -> list[int]:
     return numbers
 
 
+@dataclass(frozen=True)
+class PdfSurvey:
+    """What the chosen pages would cost, read from the page count and page sizes: nothing rendered."""
+
+    pages: int
+    pixels: int  # of the page pictures, in "pages as images" mode; 0 for the text layer
+
+
+def survey_pdf(path: str | Path, mode: PdfMode = PdfMode.IMAGES, pages: str = "", image_budget: int = 280) -> PdfSurvey:
+    """The chosen pages' count and their pictures' pixels, refused like `read_pdf` would refuse them."""
+    document = _open(path, Path(path).name)
+    try:
+        numbers = _chosen(document, pages)
+        if mode is PdfMode.TEXT:
+            return PdfSurvey(len(numbers), 0)
+        sizes = (_render_size(document.get_page_size(n - 1), image_budget) for n in numbers)
+        return PdfSurvey(len(numbers), sum(width * height for width, height in sizes))
+    finally:
+        document.close()
+
+
 def read_pdf(path: str | Path, mode: PdfMode = PdfMode.IMAGES, pages: str = "", image_budget: int = 280) -> list[PdfPage]:
     """The chosen pages of a PDF as pictures sized for `image_budget`, or as their text."""
+    return list(pdf_pages(path, mode, pages, image_budget))
+
+
+def pdf_pages(
+    path: str | Path, mode: PdfMode = PdfMode.IMAGES, pages: str = "", image_budget: int = 280
+) -> Iterator[PdfPage]:
+    """The chosen pages one at a time, each rendered only when it is asked for (and its PDFium page closed).
+
+    The range is checked before the first page is rendered; a consumer that stops early
+    renders nothing more.
+    """
     name = Path(path).name
     document = _open(path, name)
     try:
-        numbers = parse_page_range(pages, len(document))
-        if len(numbers) > MAX_PAGES:
-            raise InvalidInputError(
-                f"{len(numbers)} pages were asked for; at most {MAX_PAGES} fit in one turn. Give a page range like \"1-10\"."
-            )
+        numbers = _chosen(document, pages)
         if mode is PdfMode.TEXT:
-            return _text_pages(document, numbers, name)
-        return [PdfPage(n, image=_render(document[n - 1], image_budget)) for n in numbers]
+            yield from _text_pages(document, numbers, name)
+            return
+        for number in numbers:
+            page = document[number - 1]
+            try:
+                yield PdfPage(number, image=_render(page, image_budget))
+            finally:
+                page.close()
     finally:
         document.close()
+
+
+def _chosen(document: pdfium.PdfDocument, pages: str) -> list[int]:
+    numbers = parse_page_range(pages, len(document))
+    if len(numbers) > MAX_PAGES:
+        raise InvalidInputError(
+            f"{len(numbers)} pages were asked for; at most {MAX_PAGES} fit in one turn. Give a page range like \"1-10\"."
+        )
+    return numbers
 
 
 def _open(path: str | Path, name: str) -> pdfium.PdfDocument:
@@ -92,10 +136,19 @@ def _open(path: str | Path, name: str) -> pdfium.PdfDocument:
 
 def _render(page: pdfium.PdfPage, image_budget: int) -> Image.Image:
     """The page at about `image_budget` soft tokens' worth of pixels, on white."""
-    width, height = page.get_size()
+    return page.render(scale=_scale(page.get_size(), image_budget)).to_pil().convert("RGB")
+
+
+def _scale(size: tuple[float, float], image_budget: int) -> float:
+    width, height = size
     wanted = image_budget * PIXELS_PER_SOFT_TOKEN
-    scale = min(MAX_RENDER_SCALE, math.sqrt(wanted / max(width * height, 1.0)))
-    return page.render(scale=scale).to_pil().convert("RGB")
+    return min(MAX_RENDER_SCALE, math.sqrt(wanted / max(width * height, 1.0)))
+
+
+def _render_size(size: tuple[float, float], image_budget: int) -> tuple[int, int]:
+    """The rendered picture's size in pixels, as PDFium rounds it."""
+    scale = _scale(size, image_budget)
+    return math.ceil(size[0] * scale), math.ceil(size[1] * scale)
 
 
 def _text_pages(document: pdfium.PdfDocument, numbers: list[int], name: str) -> list[PdfPage]:
@@ -107,7 +160,7 @@ def _text_pages(document: pdfium.PdfDocument, numbers: list[int], name: str) -> 
     return pages
 
 
-def page_parts(pages: list[PdfPage]) -> list[dict]:
+def page_parts(pages: Iterable[PdfPage]) -> list[dict]:
     """Message parts: each page's number as text beside its picture, or its text."""
     parts: list[dict] = []
     for page in pages:

@@ -110,7 +110,7 @@ def run_agent(
                 update = yield from _model_round(
                     backend, history, round_settings.with_changes(json_schema=options.json_schema), round_number
                 )
-            yield _answer(update, round_number, options.json_schema)
+            yield _answer(update, round_number, options.json_schema, settings.max_new_tokens)
             return
         cut = [call for call in update.tool_calls if not call.complete]
         if cut:
@@ -190,27 +190,37 @@ def _run_call(
         return error_result(call, f"Wrong arguments for {call.name}: {error}", started)
     except Exception as error:  # noqa: BLE001 - any failure of a tool is the model's to read
         return error_result(call, f"{call.name} failed: {type(error).__name__}: {error}", started)
-    return ToolResult(call, capped(output.data), output.images, time.perf_counter() - started)
+    return ToolResult(call, capped(output.data), output.images, time.perf_counter() - started, output.stats)
 
 
-def _answer(update: Update, round_number: int, schema: dict[str, Any] | None) -> AgentStep:
+def _answer(update: Update, round_number: int, schema: dict[str, Any] | None, max_new_tokens: int) -> AgentStep:
     if schema is None:
         return AgentStep(StepKind.ANSWER, round_number, update)
+    cut_at = max_new_tokens if update.stats.new_tokens >= max_new_tokens else None
     try:
-        value = validated_json(update.answer, schema)
+        value = validated_json(update.answer, schema, cut_at)
     except InvalidInputError as error:
         return AgentStep(StepKind.ANSWER, round_number, update, message=str(error))
     return AgentStep(StepKind.ANSWER, round_number, update, json_answer=value)
 
 
-def validated_json(text: str, schema: dict[str, Any]) -> Any:
-    """The answer as JSON that `schema` accepts, or a message (a cut-off answer is the usual cause)."""
+def validated_json(text: str, schema: dict[str, Any], cut_at: int | None = None) -> Any:
+    """The answer as JSON that `schema` accepts, or a message; `cut_at` is the token limit when it ended the answer.
+
+    Only then is raising the limit the advice: an answer that ended on its own and does not
+    match (a remote model's, or one whose grammar gave up) would only grow longer and still fail.
+    """
     try:
         value = json.loads(text)
         jsonschema.validate(value, schema)
     except (json.JSONDecodeError, jsonschema.ValidationError) as error:
         detail = error.msg if isinstance(error, json.JSONDecodeError) else error.message
-        raise InvalidInputError(
-            f"The answer is not JSON that matches the schema ({detail}). If it was cut off, raise the maximum of new tokens."
-        ) from None
+        if cut_at is not None:
+            raise InvalidInputError(
+                f"The answer reached the limit of {cut_at:,} new tokens and is not JSON that matches the schema "
+                f"({detail}). Raise the maximum of new tokens and ask again.") from None
+        raise InvalidInputError(f"The answer is not JSON that matches the schema ({detail}).") from None
+    except RecursionError:
+        raise InvalidInputError("The answer could not be checked against the schema: checking recursed too deeply "
+                                "(an answer nested very deeply, or a $ref that only refers to itself).") from None
     return value

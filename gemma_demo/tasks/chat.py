@@ -1,9 +1,11 @@
 """A multi-turn conversation over pictures, documents, audio and video.
 
 One turn: the new user message joins the history, `conversation.model_messages` turns
-the history into Gemma 4 messages, the whole prompt is measured against the model's
-context (refused before anything runs when it cannot fit), and the answer streams back
-as the updated history, its reasoning a collapsed message of its own.
+the history into Gemma 4 messages (its media first measured from their headers against
+the request's budget, `tasks.budget`, and refused before any is decoded), the whole
+prompt is measured against the model's context (refused before anything runs when it
+cannot fit), and the answer streams back as the updated history, its reasoning a
+collapsed message of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from gemma_demo.engine.base import Backend, Message, PromptCount, Update, with_s
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.timing import SAMPLE_RATE
+from gemma_demo.tasks.budget import AUDIO_TOKENS_PER_SECOND, FRAME_STAMP_TOKENS
 from gemma_demo.tasks.conversation import (
     REASONING_TITLE,
     ChatMessage,
@@ -33,7 +36,6 @@ DEFAULT_SETTINGS = GenerationSettings(max_new_tokens=1024, sampling=True, keep_c
 MANY_IMAGE_TOKENS = 16_000
 # Rough sizes for a backend that cannot count with the processor (a remote server).
 CHARS_PER_TOKEN = 4
-AUDIO_TOKENS_PER_SECOND = 25
 
 
 @dataclass(frozen=True)
@@ -148,5 +150,5 @@ def estimate_prompt(messages: list[Message], settings: GenerationSettings) -> Pr
             elif kind == "audio":
                 tokens += int(len(part["audio"]) / SAMPLE_RATE * AUDIO_TOKENS_PER_SECOND)
             elif kind == "video":
-                tokens += len(part["video"].frames) * (settings.video_frame_budget + 8)
+                tokens += len(part["video"].frames) * (settings.video_frame_budget + FRAME_STAMP_TOKENS)
     return PromptCount(tokens=tokens + images, image_tokens=images)

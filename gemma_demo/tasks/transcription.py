@@ -1,7 +1,8 @@
 """Speech to text (ASR) and speech to translated text (AST) for recordings of any length.
 
 The model hears at most 30 s per request, so a recording is cut at quiet points into
-chunks that are transcribed one after another; each chunk becomes one subtitle cue,
+chunks that are transcribed one after another, each decoded only when its turn comes
+(memory does not grow with the recording); each chunk becomes one subtitle cue,
 and every streamed result carries everything known so far so the UI can show
 progress on long recordings.
 """
@@ -13,14 +14,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from gemma_demo.media.chunks import AudioChunk, split_audio
+import numpy as np
+
 from gemma_demo.engine.base import Backend, Stats, Update
-from gemma_demo.media.filenames import safe_stem
-from gemma_demo.errors import InvalidInputError
-from gemma_demo.media.audio import is_silent, validate_speech
 from gemma_demo.engine.settings import GenerationSettings
+from gemma_demo.errors import InvalidInputError
+from gemma_demo.media.audio import audio_blocks, is_silent, require_speech
+from gemma_demo.media.chunks import AudioChunk, CutPlan, cut_pieces, plan_cuts
+from gemma_demo.media.filenames import safe_stem
 from gemma_demo.media.subtitles import Cue, to_srt, to_txt, to_vtt
-from gemma_demo.tasks.messages import AudioInput, audio_messages, read_audio, require_audio
+from gemma_demo.media.timing import SAMPLE_RATE
+from gemma_demo.tasks.messages import AudioInput, audio_messages, require_audio
 
 # 30 s of fast speech is ~100 words; a translation doubles that.
 DEFAULT_SETTINGS = GenerationSettings(sampling=False, max_new_tokens=512)
@@ -166,8 +170,6 @@ def write_subtitles(result: TranscriptResult, directory: str | Path, stem: str) 
     return paths
 
 
-
-
 def _stream_chunks(
     backend: Backend,
     audio: AudioInput,
@@ -175,23 +177,35 @@ def _stream_chunks(
     read: Callable[[str, bool], ChunkText],
     settings: GenerationSettings,
 ) -> Iterator[TranscriptResult]:
-    samples = read_audio(audio)
-    validate_speech(samples)
-    chunks = split_audio(samples)
+    plan, chunks = read_in_pieces(audio)
     finished: list[ChunkText] = []
     cues: list[Cue] = []
     spent = Stats()
     for chunk in chunks:
         for update in _chunk_updates(backend, chunk, prompt, settings):
             piece = read(update.answer, update.done)
-            stats = _add(spent, update.stats)
+            stats = spent.followed_by(update.stats)
             if update.done:
                 finished.append(piece)
                 cues.append(Cue(chunk.start, chunk.end, piece.subtitle))
                 spent = stats
             pieces = finished if update.done else [*finished, piece]
-            last = update.done and chunk.index == len(chunks) - 1
-            yield _result(pieces, cues, chunk.index, len(chunks), update, stats, last)
+            last = update.done and chunk.index == plan.count - 1
+            yield _result(pieces, cues, chunk.index, plan.count, update, stats, last)
+
+
+def read_in_pieces(audio: AudioInput) -> tuple[CutPlan, Iterator[AudioChunk]]:
+    """The recording's pieces, decoded one at a time as they are asked for, never the whole.
+
+    Two passes over the file: the first keeps only frame levels to plan the quiet cuts
+    (and refuses empty or silent audio before the model is asked anything), the second
+    decodes again and hands on each piece of at most 30 s, so memory stays that of one
+    piece at any length (and about 1 MB of levels per hour).
+    """
+    source = (SAMPLE_RATE, audio) if isinstance(audio, np.ndarray) else audio
+    plan = plan_cuts(audio_blocks(source))
+    require_speech(plan.length, plan.loudest_db)
+    return plan, cut_pieces(audio_blocks(source), plan)
 
 
 def _chunk_updates(
@@ -226,26 +240,6 @@ def _result(
         update=replace(update, status=status),
         stats=stats,
         done=done,
-    )
-
-
-def _add(total: Stats, part: Stats) -> Stats:
-    """Sums over chunks; the first token is timed from the start of the first chunk.
-
-    Decoding speed sums each chunk's decoding alone: a later chunk's audio encoding and
-    prefill (about 40 s a piece for E2B on a 2-core CPU) is not decoding time.
-    """
-    first = total.time_to_first_token
-    if first is None and part.time_to_first_token is not None:
-        first = total.elapsed + part.time_to_first_token
-    return Stats(
-        prompt_tokens=total.prompt_tokens + part.prompt_tokens,
-        new_tokens=total.new_tokens + part.new_tokens,
-        time_to_first_token=first,
-        elapsed=total.elapsed + part.elapsed,
-        model_memory_bytes=part.model_memory_bytes or total.model_memory_bytes,
-        decode_tokens=total.decode_tokens + part.decode_tokens,
-        decode_time=total.decode_time + part.decode_time,
     )
 
 

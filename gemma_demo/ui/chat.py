@@ -2,9 +2,13 @@
 
 The conversation lives in the page's own `Chatbot` value (one per browser session) and
 travels with every request, so the server keeps nothing of it between turns except the
-local backend's key/value cache, which is found again by the prompt's tokens. Retry,
-undo and edit are the chatbot's own events: a small private step cuts the history and
-sets the message aside, then the same model-bound step as a new message answers it.
+local backend's key/value cache, which only this session's next turn can find again (by
+its tokens and the content of its media: `engine.prefix_cache`). Retry, undo and edit are
+the chatbot's own events: a small private step cuts the history and sets the message
+aside, then the same model-bound step as a new message answers it.
+A sent message goes the same way, through a hidden box (the API's `message`); the page's box
+takes nothing more until the page has let the turn go, since Gradio's page ignores a send
+while it still counts a turn as running, a stopped one included (see `chat_tab`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from gemma_demo.media.pdf import PdfMode
 from gemma_demo.tasks import chat as chat_task
 from gemma_demo.tasks.agent import DEFAULT_MAX_STEPS, MAX_STEPS_LIMIT
 from gemma_demo.tasks.chat import ChatResult, chat, user_message
+from gemma_demo.tasks.budget import MediaLimits
 from gemma_demo.tasks.chat_export import export_conversation, import_conversation
 from gemma_demo.tasks.conversation import ChatMessage, ChatOptions, is_reasoning, parts_of
 from gemma_demo.tasks.tools.base import Tool
@@ -50,6 +55,7 @@ def chat_turn(
     owned: SessionFiles | None = None, pdf_mode: str = PdfMode.IMAGES.value, pdf_pages: str = "",
     agent: bool = False, tools: list[str] | None = None, max_steps: float = DEFAULT_MAX_STEPS,
     json_answer: bool = False, json_schema: str = DEFAULT_SCHEMA, *, extra_tools: tuple[Tool, ...] = (),
+    limits: MediaLimits = MediaLimits(),
 ) -> Iterator[tuple]:
     """Send one message of a conversation and stream the updated conversation.
 
@@ -74,7 +80,7 @@ def chat_turn(
     owned = with_uploads(owned, files)
     new = user_message(str(message.get("text") or ""), files)
     choice = agent_choice(agent, tools, max_steps, json_answer, json_schema)
-    yield from _answer(backend, settings, history, new, owned, (pdf_mode, pdf_pages), choice, extra_tools)
+    yield from _answer(backend, settings, history, new, owned, (pdf_mode, pdf_pages), choice, extra_tools, limits)
 
 
 def resend_turn(
@@ -82,6 +88,7 @@ def resend_turn(
     owned: SessionFiles | None = None, pdf_mode: str = PdfMode.IMAGES.value, pdf_pages: str = "",
     agent: bool = False, tools: list[str] | None = None, max_steps: float = DEFAULT_MAX_STEPS,
     json_answer: bool = False, json_schema: str = DEFAULT_SCHEMA, *, extra_tools: tuple[Tool, ...] = (),
+    limits: MediaLimits = MediaLimits(),
 ) -> Iterator[tuple]:
     """Answer a message set aside by retry or edit (page only)."""
     if not pending:
@@ -89,16 +96,19 @@ def resend_turn(
     history = list(history or [])
     require_own([*history, pending], owned)
     choice = agent_choice(agent, tools, max_steps, json_answer, json_schema)
-    yield from _answer(backend, settings, history, pending, owned or NO_FILES, (pdf_mode, pdf_pages), choice, extra_tools)
+    yield from _answer(backend, settings, history, pending, owned or NO_FILES, (pdf_mode, pdf_pages), choice, extra_tools,
+                       limits)
 
 
 def _answer(
     backend: Backend, settings: GenerationSettings, history: list[ChatMessage], new: ChatMessage,
     owned: SessionFiles, pdf: tuple[str, str], choice: AgentChoice | None = None, extra_tools: tuple[Tool, ...] = (),
+    limits: MediaLimits = MediaLimits(),
 ) -> Iterator[tuple]:
     yield [*history, new], gr.skip(), "Reading the conversation…", owned
     pdf_mode, pdf_pages = pdf
-    options = ChatOptions(member(PdfMode, pdf_mode), pdf_pages or "", image_budget=settings.image_budget)
+    options = ChatOptions(member(PdfMode, pdf_mode), pdf_pages or "", image_budget=settings.image_budget,
+                          video_frame_budget=settings.video_frame_budget, limits=limits)
     if choice is not None:
         yield from agent_turn(backend, settings, [*history, new], options, choice, owned, extra_tools)
         return
@@ -119,9 +129,21 @@ def _path(file: Any) -> str:
     return file["path"] if isinstance(file, dict) else str(file)
 
 
-def take_message(message: dict | None, history: list[ChatMessage] | None) -> tuple:
-    """Clear the box as soon as a message is sent (page only)."""
-    return gr.MultimodalTextbox(value=None)
+def take_message(message: dict | None) -> tuple:
+    """Hand the box's message to the turn and hold the box (page only); an empty one goes no further."""
+    message = message or {}
+    if not str(message.get("text") or "").strip() and not message.get("files"):
+        raise gr.Error("Type a message or attach a file.")
+    return gr.MultimodalTextbox(value=None, interactive=False), message
+
+
+def hold_box() -> gr.MultimodalTextbox:
+    """While a turn runs the box takes nothing: the page would ignore a message sent then (see chat_tab)."""
+    return gr.MultimodalTextbox(interactive=False)
+
+
+def free_box() -> gr.MultimodalTextbox:
+    return gr.MultimodalTextbox(interactive=True)
 
 
 def set_aside_for_retry(history: list[ChatMessage] | None) -> tuple[ChatMessage | None, list[ChatMessage]]:
@@ -193,16 +215,17 @@ def import_chat(file: str | None, owned: SessionFiles | None = None) -> Iterator
         raise gr.Error(str(error)) from error
 
 
-def with_extra_tools(handler: Callable[..., Iterator[tuple]], extra_tools: tuple[Tool, ...]) -> Callable[..., Iterator[tuple]]:
-    """`handler` with the operator's MCP tools bound; its API parameters stay as they are."""
+def with_extra_tools(handler: Callable[..., Iterator[tuple]], extra_tools: tuple[Tool, ...],
+                     limits: MediaLimits = MediaLimits()) -> Callable[..., Iterator[tuple]]:
+    """`handler` with the operator's MCP tools and media limits bound; its API parameters stay as they are."""
 
     def run(*values: Any) -> Iterator[tuple]:
-        return handler(*values, extra_tools=extra_tools)
+        return handler(*values, extra_tools=extra_tools, limits=limits)
 
     functools.update_wrapper(run, handler)
     signature = inspect.signature(handler)
     run.__signature__ = signature.replace(
-        parameters=[p for p in signature.parameters.values() if p.name != "extra_tools"])
+        parameters=[p for p in signature.parameters.values() if p.name not in ("extra_tools", "limits")])
     return run
 
 
@@ -218,9 +241,10 @@ def agent_controls(extra_tools: tuple[Tool, ...] = ()) -> list[gr.components.Com
     return [agent, tools, max_steps, json_answer, json_schema]
 
 
-def chat_tab(wiring: Wiring, examples_dir: Path, queue: tuple[str, int], extra_tools: tuple[Tool, ...] = ()) -> None:
+def chat_tab(wiring: Wiring, examples_dir: Path, queue: tuple[str, int], extra_tools: tuple[Tool, ...] = (),
+             limits: MediaLimits = MediaLimits()) -> None:
     """The tab; `queue` is the concurrency id and limit every model-bound event shares;
-    `extra_tools` are the operator's MCP tools, offered beside the built-ins."""
+    `extra_tools` are the operator's MCP tools, offered beside the built-ins; `limits` the operator's per request."""
     queue_id, limit = queue
     with gr.Tab("Chat"):
         chatbot = gr.Chatbot(label="Conversation", height=520, editable="user", buttons=["copy"],
@@ -229,6 +253,8 @@ def chat_tab(wiring: Wiring, examples_dir: Path, queue: tuple[str, int], extra_t
             file_count="multiple", file_types=FILE_TYPES, sources=["upload", "microphone"],
             placeholder="Message (Enter to send)", show_label=False,
         )
+        # The message on its way, the API's `message`: the box is emptied as soon as it is sent.
+        outgoing = gr.MultimodalTextbox(visible=False, file_count="multiple", file_types=FILE_TYPES)
         with gr.Row():
             meter = gr.Markdown("Context: 0 tokens")
             stop = gr.Button("Stop", variant="stop", scale=0)
@@ -251,10 +277,11 @@ def chat_tab(wiring: Wiring, examples_dir: Path, queue: tuple[str, int], extra_t
     outputs = [chatbot, meter, stats, files]
     model_bound = {"concurrency_id": queue_id, "concurrency_limit": limit}
     defaults = chat_task.DEFAULT_SETTINGS
-    send = box.submit(wiring.endpoints.wrap(with_extra_tools(chat_turn, extra_tools), defaults), [box, chatbot, *options], outputs,
-                      api_name="chat", **model_bound)
-    box.submit(take_message, [box, chatbot], [box], queue=False, api_visibility="private")
-    resend = wiring.endpoints.wrap(with_extra_tools(resend_turn, extra_tools), defaults)
+    taken = box.submit(take_message, [box], [box, outgoing], queue=False, api_visibility="private")
+    send = taken.success(wiring.endpoints.wrap(with_extra_tools(chat_turn, extra_tools, limits), defaults, "chat"),
+                         [outgoing, chatbot, *options], outputs, api_name="chat", **model_bound)
+    # Named for its ZeroGPU duration (`zerogpu.DURATIONS`); not an API endpoint.
+    resend = wiring.endpoints.wrap(with_extra_tools(resend_turn, extra_tools, limits), defaults, "chat_resend")
     retried = chatbot.retry(set_aside_for_retry, [chatbot], [pending, chatbot], queue=False, api_visibility="private").then(
         resend, [pending, chatbot, *options], outputs, api_visibility="private", **model_bound)
     edited = chatbot.edit(set_aside_for_edit, [chatbot], [pending, chatbot], queue=False, api_visibility="private").then(
@@ -262,5 +289,13 @@ def chat_tab(wiring: Wiring, examples_dir: Path, queue: tuple[str, int], extra_t
     chatbot.undo(undo_last, [chatbot], [chatbot, box], queue=False, api_visibility="private")
     chatbot.clear(lambda: ("Context: 0 tokens", ""), None, [meter, stats], queue=False, api_visibility="private")
     stop.click(None, cancels=[send, retried, edited])
+    # The page ignores a send while it still counts the last turn as running, which after Stop
+    # lasts until its cancel request comes back; so the box is held from a send, retry or edit
+    # until the page has let that turn go (ended, failed or stopped: `.then` misses failures).
+    chatbot.retry(hold_box, None, [box], queue=False, api_visibility="private")
+    chatbot.edit(hold_box, None, [box], queue=False, api_visibility="private")
+    for run in (send, retried, edited):
+        run.then(free_box, None, [box], queue=False, api_visibility="private")
+        run.failure(free_box, None, [box], queue=False, api_visibility="private")
     export_button.click(export_chat, [chatbot, files], [exported], api_name="export_chat")
     imported.upload(import_chat, [imported, files], [chatbot, files], api_name="import_chat")

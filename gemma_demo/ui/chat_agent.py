@@ -1,8 +1,9 @@
 """Agent mode and JSON answers in the Chat tab: the agent loop's steps as chat messages.
 
 Each tool call shows as its own collapsed message ("Used detect_objects · 0.41 s", with its
-arguments and result), its pictures as messages after it, and the final answer last (as
-JSON when a schema was given). The tools see only this conversation's uploads: the history
+arguments, result and the figures of the model call it ran), its pictures as messages after
+it, and the final answer last (as JSON when a schema was given). The stats line adds up the
+whole turn: every round of the loop and every tool's model call. The tools see only this conversation's uploads: the history
 reaching here has passed `session_files.require_own`, and the new message's files Gradio's
 upload check. Earlier turns' tool messages are metadata messages, so `model_messages`
 leaves them out of the next prompt, as it does earlier reasoning.
@@ -13,18 +14,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gemma_demo.engine.base import Backend
-from gemma_demo.engine.json_schema import check_schema
+from gemma_demo.engine.base import Backend, Message, Stats, Update
+from gemma_demo.engine.json_schema import read_schema
+from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.tasks.agent import AgentOptions, AgentStep, StepKind, run_agent
 from gemma_demo.tasks.chat import answer_messages, measure_context, require_room
 from gemma_demo.tasks.conversation import ChatMessage, ChatOptions, file_part, model_messages, text_part
-from gemma_demo.tasks.tools.base import Tool, ToolContext
+from gemma_demo.tasks.tools.base import Tool, ToolContext, ToolResult
 from gemma_demo.tasks.tools.catalog import BUILTIN_TOOLS, toolbox
 from gemma_demo.ui.files import picture_file, request_folder
 from gemma_demo.ui.session_files import SessionFiles, file_paths, into_cache
@@ -60,11 +63,8 @@ def agent_choice(agent: bool, tools: Iterable[str] | None, max_steps: float, jso
 
 
 def parse_schema(text: str) -> dict[str, Any]:
-    try:
-        schema = json.loads(text or "")
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(f"The JSON answer schema is not JSON ({error.msg}, line {error.lineno}).") from None
-    return check_schema(schema)
+    """The schema box's text as a schema, within its limits, before the model runs."""
+    return read_schema(text)
 
 
 def agent_turn(
@@ -81,7 +81,9 @@ def agent_turn(
     require_room(context, settings, backend.name)
     done: list[ChatMessage] = []
     noted_round = 0
-    steps = run_agent(backend, messages, tools, settings, ToolContext(backend, settings, attachments), choice.options)
+    tool_context = ToolContext(backend, attachments, settings.max_new_tokens)  # tasks' own settings, under the cap
+    rounds, tool_stats = MeteredBackend(backend), Stats()
+    steps = run_agent(rounds, messages, tools, settings, tool_context, choice.options)
     for step in steps:
         live: list[ChatMessage] = []
         if step.kind is StepKind.TOOL:
@@ -91,6 +93,7 @@ def agent_turn(
             pictures = cached_pictures(step.result.images[:MAX_PICTURES_PER_CALL])
             owned = owned | set(pictures)
             done += [tool_message(step), *({"role": "assistant", "content": [file_part(p)]} for p in pictures)]
+            tool_stats = tool_stats.followed_by(step.result.stats or Stats())
         elif step.kind is StepKind.TOOL_RUNNING:
             live = [{"role": "assistant", "content": _call_text(step), "metadata": {
                 "title": f"Using {step.call.name}…", "status": "pending"}}]
@@ -98,7 +101,42 @@ def agent_turn(
             live = answer_messages(step.update)
         else:
             live = answer_messages(dataclasses.replace(step.update, answer=final_text(step), done=True))
-        yield [*asked, *done, *live], context.meter(), step.update.stats.summary(), owned
+        yield [*asked, *done, *live], context.meter(), rounds.stats.followed_by(tool_stats).summary(), owned
+
+
+@dataclass
+class MeteredBackend:
+    """The turn's backend, adding up the figures of every answer the loop streams from it.
+
+    Each round is a `stream` of its own (and a JSON answer after tools one more), each with
+    its own figures; the turn's stats line is their sum. The tools' own model calls go
+    through the backend itself (`ToolContext`) and come back with their results.
+    """
+
+    backend: Backend
+    finished: Stats = field(default_factory=Stats)
+    current: Stats = field(default_factory=Stats)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self.backend.capabilities
+
+    @property
+    def stats(self) -> Stats:
+        return self.finished.followed_by(self.current)
+
+    def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
+        try:
+            with closing(self.backend.stream(messages, settings)) as updates:
+                for update in updates:
+                    self.current = update.stats
+                    yield update
+        finally:
+            self.finished, self.current = self.stats, Stats()
 
 
 def file_listing(attachments: tuple[Path, ...]) -> str:
@@ -112,9 +150,15 @@ def tool_message(step: AgentStep) -> ChatMessage:
     response = json.dumps(result.response, ensure_ascii=False, indent=2, default=str)
     return {
         "role": "assistant",
-        "content": f"{_call_text(step)}\n\nResult:\n```json\n{response}\n```\n\nTime: {result.seconds:.2f} s",
+        "content": f"{_call_text(step)}\n\nResult:\n```json\n{response}\n```\n\n{_figures(result)}",
         "metadata": {"title": f"{title} · {result.seconds:.2f} s", "status": "done", "duration": round(result.seconds, 3)},
     }
+
+
+def _figures(result: ToolResult) -> str:
+    """The call's time, and the figures of the model call it ran, if it ran one."""
+    model = f" · {result.stats.summary()}" if result.stats is not None else ""
+    return f"Time: {result.seconds:.2f} s{model}"
 
 
 def _call_text(step: AgentStep) -> str:

@@ -31,7 +31,10 @@ from gemma_demo.ui.settings import SETTINGS_DOC, SettingsChoice, settings_for, s
 log = logging.getLogger(__name__)
 
 CLOSE_RETRY_S = 0.01
-PROGRESS_DOC = {"progress": "Set by Gradio (shows a model download or load); not an API parameter."}
+PROGRESS_DOC = {
+    "request": "Set by Gradio (the visitor's session, which owns what is kept between turns); not an API parameter.",
+    "progress": "Set by Gradio (shows a model download or load); not an API parameter.",
+}
 # While the model loads, the page's progress bar is refreshed this often.
 PROGRESS_POLL_S = 0.5
 GENERIC_ERROR = "Something went wrong while running this request. Try again; if it keeps failing, see the server log."
@@ -71,14 +74,15 @@ class Endpoints:
         if self.gpu is not None:
             run = self.gpu(run, api_name)
 
-        def results(stopped: threading.Event, *values: Any) -> Iterator[tuple]:
+        def results(stopped: threading.Event, session: str, *values: Any) -> Iterator[tuple]:
             inputs, choice = values[:count], SettingsChoice(*values[count:])
             # ZeroGPU sends the arguments to another process, which an Event cannot reach;
             # there the model is loaded at start-up, so no Stop can come during a load.
             local_stop = {"stopped": stopped} if self.gpu is None else {}
             try:
                 model = require_allowed(choice.model, self.models)
-                yield from run(model, settings_for(choice, defaults), *inputs, **local_stop)
+                settings = settings_for(choice, defaults).with_changes(conversation=session)
+                yield from run(model, settings, *inputs, **local_stop)
             except GemmaDemoError as error:
                 raise gr.Error(str(error)) from error
             except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
@@ -91,10 +95,13 @@ class Endpoints:
             # so a Stop during loading, prefill or that result's postprocessing would leave the
             # model generating for nobody. A Stop cancels the task that drives this generator,
             # whatever it is awaiting; when that task ends, for any reason, the run is closed.
-            # Gradio passes its progress tracker last, where the signature below puts it.
+            # Gradio passes the request, then its progress tracker, last, where the signature below puts them.
             progress = values[-1] if values and isinstance(values[-1], gr.Progress) else None
+            values = values[: len(values) - (progress is not None)]
+            request = values[-1] if values and isinstance(values[-1], gr.Request) else None
+            values = values[: len(values) - (request is not None)]
             stopped = threading.Event()
-            run_results = results(stopped, *values[: len(values) - (progress is not None)])
+            run_results = results(stopped, session_of(request), *values)
             driver = asyncio.current_task()
             if driver is not None:
                 driver.add_done_callback(lambda _: (stopped.set(), close_when_idle(run_results)))
@@ -108,11 +115,11 @@ class Endpoints:
                 close_when_idle(run_results)
 
         # Gradio names API parameters after the signature and describes them from the docstring;
-        # `progress` is Gradio's own, not an API parameter.
-        progress_parameter = inspect.Parameter(
-            "progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()
-        )
-        endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters() + [progress_parameter])
+        # `request` and `progress` are Gradio's own (found by annotation and default), not API parameters.
+        own = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
+               inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
+        endpoint.__signature__ = inspect.Signature(task_parameters + settings_parameters() + own)
+        endpoint.__annotations__ = {"request": gr.Request}
         endpoint.__doc__ = with_settings_doc(handler.__doc__ or "")
         return endpoint
 
@@ -130,6 +137,11 @@ class Endpoints:
             return first.result()
         finally:
             first.cancel()
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The visitor's session, which owns what the model keeps between turns; empty when unknown."""
+    return str(getattr(request, "session_hash", None) or "")
 
 
 def close_when_idle(results: Iterator) -> None:

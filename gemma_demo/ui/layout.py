@@ -106,7 +106,7 @@ def build_demo(
         settings = build_settings_panel(config.allowed_models)
         wiring = Wiring(endpoints, settings)
         with gr.Tabs():
-            chat_tab(wiring, EXAMPLES_DIR, (MODEL_QUEUE, MODEL_CONCURRENCY), extra_tools)
+            chat_tab(wiring, EXAMPLES_DIR, (MODEL_QUEUE, MODEL_CONCURRENCY), extra_tools, config.chat_limits)
             detection_tab(wiring)
             caption_tab(wiring)
             ocr_tab(wiring)

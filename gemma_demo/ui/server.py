@@ -33,7 +33,7 @@ CSS = ".gradio-container { max-width: 1400px !important; margin: auto; }"
 def report_mcp_servers(config: AppConfig) -> McpTools:
     """Connect to the operator's `--mcp-server`s at start; one that is down is named on stderr,
     and the app starts anyway. The tools are for the Chat tab's agent."""
-    served = connect_servers(config.mcp_servers, taken=BUILTIN_TOOLS)
+    served = connect_servers(config.mcp_servers, taken=BUILTIN_TOOLS, allow_urls=config.mcp_allow_urls)
     for problem in served.problems:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     if served.tools:

@@ -28,9 +28,15 @@ The policy, in order:
   share a batch (their tensors are concatenated, prompts left-padded); each row stops
   at its own `max_new_tokens`, end of turn or Stop, and the others go on. Stop is
   checked before every layer (`watch`), so it also ends a long prefill.
+- Chat turns (`engine.prefix_cache`) wait and are hurried like any request and batch
+  with each other: each row is prefilled alone from its conversation's kept cache, and
+  the rows' caches are merged (`caches`) to decode together. Such a batch takes in turns
+  that arrive before it decodes, but never restarts later: its merged cache would have
+  to be taken apart.
 
-Modules: `tensors` merges processor outputs into one batch; `requests` holds a request's
-and a batch's state; `scheduler` decides what runs together; `generate` is the one
-`generate` call, streaming each row to its reader; `watch` knows which batch a thread
-works for and stops it between layers. Part of `engine`: imports no layer above.
+Modules: `tensors` merges processor outputs into one batch, `caches` their key/value
+caches; `requests` holds a request's and a batch's state; `scheduler` decides what runs
+together; `generate` is the one `generate` call, streaming each row to its reader;
+`watch` knows which batch a thread works for and stops it between layers. Part of
+`engine`: imports no layer above.
 """

@@ -47,12 +47,17 @@ class Request:
     stage: str = WAITING
     # Each media kind's encoder output ("image", "audio", "video"), computed once (`engine.towers`).
     encoded: dict[str, Any] = field(default_factory=dict)
+    # What finds this conversation's kept key/value cache (`engine.prefix_cache.CacheKey`): such
+    # a request is prefilled on its own, from the kept cache, and decodes in a batch of chat turns.
+    cache_key: Any = None
     queued_at: float = field(default_factory=time.monotonic)
     batch_key: tuple = field(init=False)
 
     def __post_init__(self) -> None:
         # Requests with equal keys can share a `generate` call.
-        self.batch_key = tuple(sorted(self.generation.items())), media_shapes(self.inputs)
+        # Chat turns are prefilled one by one and batched only to decode, so their media never meet.
+        shapes = "kept cache" if self.cache_key is not None else media_shapes(self.inputs)
+        self.batch_key = tuple(sorted(self.generation.items())), shapes
 
     def receive(self, token: int, now: float) -> None:
         if not self.wanted():
@@ -99,6 +104,9 @@ class Batch:
     first_token_at: float | None = None
     steps: int = 0
     ending_to_take_more: bool = False
+    # Whether it may stop and start again with newcomers (not a batch of chat turns, whose
+    # rows' caches were merged: `engine.prefix_cache`).
+    restartable: bool = True
 
     def over(self) -> bool:
         return all(not request.wanted() for request in self.requests)
@@ -106,7 +114,7 @@ class Batch:
     def can_grow(self) -> bool:
         """Could the batch restart with one more row (room left, no row carried over too often)?"""
         rows = [r for r in self.requests if r.wanted()]
-        return len(rows) < MAX_BATCH and all(r.carry_overs < MAX_CARRY_OVERS for r in rows)
+        return self.restartable and len(rows) < MAX_BATCH and all(r.carry_overs < MAX_CARRY_OVERS for r in rows)
 
     def worth_restarting(self) -> bool:
         """Would prefilling this batch again cost less than waiting for it to end?

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gemma_demo.engine.base import Backend
+from gemma_demo.engine.base import Backend, Stats
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.engine.tool_syntax import ToolCall
 from gemma_demo.errors import GemmaDemoError
@@ -35,23 +35,50 @@ class ToolError(GemmaDemoError):
 
 @dataclass(frozen=True)
 class ToolOutput:
-    """What a tool returns: data for the model, pictures for the person reading the chat."""
+    """What a tool returns: data for the model, pictures for the person reading the chat, and
+    the figures of the model call it ran (its task's generation), if it ran one."""
 
     data: dict[str, Any]
     images: tuple[Any, ...] = ()
+    stats: Stats | None = None
 
 
 @dataclass(frozen=True)
 class ToolContext:
-    """The conversation a call belongs to: its model, settings, uploads and Stop flag."""
+    """The conversation a call belongs to: its model, uploads, token cap and Stop flag.
+
+    Not the chat's settings: a tool runs its task with the task's own defaults (OCR's image
+    budget, greedy extraction), so the chat's system prompt, thinking and sampling stay in the
+    chat. Only the visitor's `max_new_tokens` follows the call, as a ceiling: it is the one
+    bound a visitor sets on what a generation may cost, and a tool call is one more generation.
+    """
 
     backend: Backend | None = None
-    settings: GenerationSettings = GenerationSettings()
     attachments: tuple[Path, ...] = ()
+    max_new_tokens: int | None = None  # None: the task's own limit
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def task_settings(self, defaults: GenerationSettings, **changes: Any) -> GenerationSettings:
+        """A task's `defaults` with the call's own `changes`, its token limit held under the cap."""
+        limit = min(defaults.max_new_tokens, self.max_new_tokens or defaults.max_new_tokens)
+        return defaults.with_changes(max_new_tokens=limit, **changes)
 
 
 _CONTEXT: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tool_context")
+
+
+def find_upload(uploads: tuple[Path, ...], name: str | int) -> Path | None:
+    """The upload called `name`: its number (0 is the first) or its file name; None if none is."""
+    key = str(name).strip()
+    # No longer than the count itself: `int()` refuses strings of thousands of digits.
+    if key.isdecimal() and len(key) <= len(str(len(uploads))) and int(key) < len(uploads):
+        return uploads[int(key)]
+    return next((path for path in uploads if path.name == key), None)
+
+
+def upload_listing(uploads: tuple[Path, ...]) -> str:
+    """`0: a.png, 1: b.wav`: what the model may name."""
+    return ", ".join(f"{index}: {path.name}" for index, path in enumerate(uploads))
 
 
 def current_context() -> ToolContext:
@@ -96,6 +123,7 @@ class ToolResult:
     response: dict[str, Any]
     images: tuple[Any, ...] = ()
     seconds: float = 0.0
+    stats: Stats | None = None  # the tool's own model call, shown in its block of the chat
 
     @property
     def failed(self) -> bool:

@@ -5,7 +5,8 @@ and the app starts anyway. Each call opens its own session with the official `mc
 new event loop in a thread of its own, never on Gradio's loop: a server that restarted
 between two calls just works, and a call that hangs dies with its loop at the timeout. A
 URL ending in `/sse` speaks SSE; any other speaks streamable HTTP (a Gradio app started with
-`--mcp` serves both, at `/gradio_api/mcp/` and `/gradio_api/mcp/sse`).
+`--mcp` serves both, at `/gradio_api/mcp/` and `/gradio_api/mcp/sse`). What a call's arguments
+may carry (uploads, never URLs unless the operator allows them) is `mcp_arguments`'s to check.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
 from gemma_demo.tasks.tools.base import DEFAULT_TOOL_TIMEOUT_S, Tool, ToolError, ToolOutput, current_context
+from gemma_demo.tasks.tools.mcp_arguments import UPLOAD_HINT, checked_arguments, has_url_property
 
 # Listing a server's tools at start; a server slower than this is reported as down.
 LIST_TIMEOUT_S = 15.0
@@ -40,6 +42,7 @@ T = TypeVar("T")
 class McpServer:
     url: str
     timeout_s: float = DEFAULT_TOOL_TIMEOUT_S
+    allow_urls: bool = False  # the operator's `--mcp-allow-urls`: URL arguments reach the server
 
     @property
     def uses_sse(self) -> bool:
@@ -55,14 +58,16 @@ class McpTools:
 
 
 def connect_servers(
-    urls: Iterable[str], taken: Iterable[str] = (), timeout_s: float = DEFAULT_TOOL_TIMEOUT_S
+    urls: Iterable[str], taken: Iterable[str] = (), timeout_s: float = DEFAULT_TOOL_TIMEOUT_S,
+    allow_urls: bool = False,
 ) -> McpTools:
-    """List every server's tools; a name already `taken` (a built-in, another server's) gets a prefix."""
+    """List every server's tools; a name already `taken` (a built-in, another server's) gets a prefix.
+    With `allow_urls` their calls may carry URL arguments (by default they are refused)."""
     names = set(taken)
     tools: list[Tool] = []
     problems: list[str] = []
     for url in dict.fromkeys(url.strip() for url in urls if url.strip()):
-        server = McpServer(url, timeout_s)
+        server = McpServer(url, timeout_s, allow_urls)
         try:
             server_name, listed = _run_privately(_list_tools, server)
         except Exception as error:  # noqa: BLE001 - any failure means the server is left out, with its reason
@@ -76,24 +81,23 @@ def connect_servers(
 
 
 def mcp_tool(server: McpServer, entry: types.Tool, name: str) -> Tool:
-    """A `Tool` whose function calls `entry` on `server`; its schema is the server's own."""
+    """A `Tool` whose function calls `entry` on `server`; its schema is the server's own, told how
+    to name an upload where it takes a URL."""
+    parameters = entry.inputSchema or {"type": "object", "properties": {}}
+    description = entry.description or entry.title or entry.name
+    if has_url_property(parameters):
+        description = f"{description}\n\n{UPLOAD_HINT}"
 
     def call(**arguments: Any) -> ToolOutput:
-        cancel = current_context().cancel
+        context = current_context()
+        arguments = checked_arguments(arguments, parameters, context.attachments, server.allow_urls)
         try:
-            result = _run_privately(_call_tool, server, entry.name, arguments, cancel)
+            result = _run_privately(_call_tool, server, entry.name, arguments, context.cancel)
         except Exception as error:  # noqa: BLE001 - the model reads why the server did not answer
             raise ToolError(f"MCP server {server.url}: {describe_failure(error, server.timeout_s)}") from None
         return _as_output(result)
 
-    schema = {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": entry.description or entry.title or entry.name,
-            "parameters": entry.inputSchema or {"type": "object", "properties": {}},
-        },
-    }
+    schema = {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
     return Tool(name, call, schema)
 
 
