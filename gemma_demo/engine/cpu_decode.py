@@ -10,8 +10,9 @@ E2B text decoder decodes 1.4-2.1x faster; outputs differ only by bf16 rounding.
 oneDNN stays on for everything else: for several rows (prefill, batched decode) ATen's
 kernel is 2-8x slower (a 256-token E2B prefill took 54 s instead of 8.8 s), and
 convolutions need it. torch has only a process-wide switch, so a gate lets layers of one
-kind run at a time: single-row linears with oneDNN off, the other linears and every
-convolution (the audio tower's, a vision patch embedding) with it on. A prefill in another
+kind run at a time: single-row linears with oneDNN off, the other linears, every
+convolution (the audio tower's, a vision patch embedding) and the attention with it on
+(on AMX CPUs torch's bf16 attention kernel fails without oneDNN). A prefill in another
 thread (two batches at once) therefore never runs its linears or convolutions at the slow
 speed; it waits at most for one matrix-vector product.
 """
@@ -91,6 +92,33 @@ def _gate_convolutions(model: nn.Module) -> None:
             module.__class__ = _gated(type(module))
 
 
+class _GatedAttention:
+    """An attention function (transformers' `sdpa`) run on the gate's oneDNN side.
+
+    On CPUs with AMX, torch's bf16 flash-attention kernel is built on oneDNN's micro-kernels
+    and refuses to run while oneDNN is off ("BFloat16 Brgemm VNNI format is only supported
+    ... when oneDNN ukernel is enabled"): a prefill's attention beside another thread's
+    decode step would fail, not just slow down.
+    """
+
+    def __init__(self, attention):
+        self.attention = attention
+        functools.update_wrapper(self, attention)
+
+    def __call__(self, *args, **kwargs):
+        with _gate.open(single_row=False):
+            return self.attention(*args, **kwargs)
+
+
+def _gate_attention() -> None:
+    """Route the `sdpa` attention of every model in this process through the gate, once."""
+    from transformers.modeling_utils import AttentionInterface
+
+    attention = AttentionInterface._global_mapping["sdpa"]
+    if not isinstance(attention, _GatedAttention):
+        AttentionInterface.register("sdpa", _GatedAttention(attention))
+
+
 def speed_up_cpu_decoding(model: nn.Module) -> int:
     """Switch the bf16 CPU linears of `model` to the single-row fast path; returns how many.
 
@@ -108,4 +136,5 @@ def speed_up_cpu_decoding(model: nn.Module) -> int:
             module.__class__ = _SingleRowGemvLinear
             switched += 1
     _gate_convolutions(model)
+    _gate_attention()
     return switched
