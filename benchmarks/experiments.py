@@ -20,7 +20,7 @@ from benchmarks.common import CACHE_DIR, ROOT_INPUT, Row, paired, seconds, sprea
 from benchmarks.video_prep import LONG_SECONDS, NUM_FRAMES, clip
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.options import LoadOptions
-from gemma_demo.media import video
+from gemma_demo.media import video_sampling
 
 REPS = 7
 
@@ -38,13 +38,13 @@ def patched(owner, name: str, value) -> Iterator[None]:
 def keyframe_snapping(reps: int) -> list[Row]:
     """X2 (for P3): the 10-minute clip sampled as the app does (keyframe snapping) against exact frames."""
     long = clip(LONG_SECONDS)
-    sampling = video.FrameSampling(num_frames=NUM_FRAMES)
+    sampling = video_sampling.FrameSampling(num_frames=NUM_FRAMES)
 
     def exact() -> float:
-        with patched(video, "SNAP_SHARE", 0.0):
-            return timed(lambda: video.sample_video(long, sampling))()
+        with patched(video_sampling, "SNAP_SHARE", 0.0):
+            return timed(lambda: video_sampling.sample_video(long, sampling))()
 
-    result = paired(exact, timed(lambda: video.sample_video(long, sampling)), reps)
+    result = paired(exact, timed(lambda: video_sampling.sample_video(long, sampling)), reps)
     return [Row("X2", "P3 10-min clip, 32 frames: exact frames (snapping off) vs the app's keyframe snapping",
                 seconds(result.a_median), seconds(result.b_median), result.ratio,
                 note=f"ratio = speed-up snapping gives P3; {spread(result)}")]

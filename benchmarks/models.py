@@ -28,11 +28,8 @@ from transformers.initialization import no_init_weights
 
 from benchmarks.common import CACHE_DIR, GB
 from benchmarks.reference_configs import REFERENCE_CONFIGS
-from gemma_demo.tiny.model import (
-    build_config,
-    build_processor,
-    model_card_generation_config,
-)
+from gemma_demo.tiny.family import model_card_generation_config
+from gemma_demo.tiny.model import build_config, build_processor
 
 # E2B's layout (per-layer embeddings, KV sharing, double-wide MLP) at ~133M parameters,
 # 0.53 GB of float32 safetensors: big enough that the model, not Python, sets the pace.

@@ -1,7 +1,7 @@
 """Architectures of the real Gemma 4 checkpoints, to build offline on the meta device.
 
 E2B and E4B are read from their published `config.json` files, byte-exact copies of which
-are in `../shared/reference/gemma4/` (their hashes are in that folder's README). 26B-A4B
+are in `tests/data/reference/gemma4/` (source and hashes in its README). 26B-A4B
 and 31B have no copy there: their text towers are written down below and their vision
 tower follows the figures that README publishes (1152 wide, 4304 MLP, 27 layers, 16 heads
 of 72, `standardize`, bidirectional attention among image tokens). Keep them in sync if
@@ -11,12 +11,11 @@ Google revises a checkpoint.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from transformers import Gemma4Config, Gemma4TextConfig, Gemma4VisionConfig
 
-REFERENCE_DIR = Path(os.environ.get("GEMMA_DEMO_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference" / "gemma4"))
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "gemma4"
 _VOCAB = 262_144
 # The published figures of the larger vision tower (README of the reference folder).
 _BIG_VISION = dict(

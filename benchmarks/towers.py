@@ -65,7 +65,7 @@ MATMUL_SIZE, MATMUL_REPEATS = 2048, 5
 REPS = 3
 GFLOP = 1e9
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
-# CPU SDPA runs this kernel, which FlopCounterMode has no formula for (torch 2.14).
+# CPU SDPA runs this kernel, which FlopCounterMode has no formula for (torch 2.11 to 2.14).
 CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                  lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
 

@@ -19,7 +19,7 @@ from transformers.video_utils import load_video
 
 from benchmarks.common import CACHE_DIR, Row, Target, paired, seconds, spread, timed
 from gemma_demo.engine.local import build_inputs
-from gemma_demo.media.video import FrameSampling, sample_video
+from gemma_demo.media.video_sampling import FrameSampling, sample_video
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tiny.model import build_processor
 

@@ -99,3 +99,16 @@ def renders(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(pypdfium2.PdfPage, "render", render)
     return calls
+
+
+@pytest.fixture(scope="session")
+def vllm_python():
+    """The python of vLLM's own venv (`tests/vllm_server.py`), built on first use; CI must have it."""
+    from vllm_server import VllmUnavailableError, ensure_vllm_venv
+
+    try:
+        return ensure_vllm_venv()
+    except VllmUnavailableError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the vLLM tests, but vLLM's venv could not be built: {error}")
+        pytest.skip(f"vLLM's venv could not be built here, so the vLLM tests did not run: {error}")

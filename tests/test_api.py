@@ -8,6 +8,7 @@ can be watched directly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,7 @@ from scripted_backend import (
     ScriptedBackend,
     serve_scripted,
 )
+from gemma_demo.tasks import ocr
 from gemma_demo.ui.layout import follow_audio_capability
 import gemma_demo.ui.files as ui_files
 
@@ -84,6 +86,33 @@ def test_every_task_is_a_documented_endpoint_and_nothing_else_is(client):
     for name in ENDPOINTS - {"/export_chat", "/import_chat"}:  # those two only move a file, with no model
         names = [parameter["parameter_name"] for parameter in api["named_endpoints"][name]["parameters"]]
         assert {"model", "max_new_tokens", "thinking", "image_budget"} <= set(names), name
+
+
+def test_every_parameter_and_output_has_a_name(app):
+    """Gradio names an unlabelled component `value_<n>`, which tells an API reader nothing."""
+    info = httpx.get(f"{app.local_url}gradio_api/info").json()["named_endpoints"]
+    unnamed = [
+        (endpoint, name)
+        for endpoint in ENDPOINTS
+        for name in [p["parameter_name"] for p in info[endpoint]["parameters"]]
+        + [r["label"] for r in info[endpoint]["returns"]]
+        if not name or re.fullmatch(r"value_\d+", name)
+    ]
+    assert unnamed == []
+
+
+def test_the_image_budget_offers_default_not_zero(app):
+    info = httpx.get(f"{app.local_url}gradio_api/info").json()["named_endpoints"]
+    budget = next(p for p in info["/caption"]["parameters"] if p["parameter_name"] == "image_budget")
+    assert budget["parameter_default"] == "default"
+    assert budget["type"]["enum"] == ["default", 70, 140, 280, 560, 1120]
+
+
+@pytest.mark.parametrize("budget", ["default", 0])  # 0: what API clients sent before "default"
+def test_the_task_default_image_budget_reaches_the_task(scripted_client, budget):
+    client, backend = scripted_client
+    stream(client, handle_file(INPUT / "document.png"), "table", image_budget=budget, api_name="/ocr")
+    assert backend.settings[-1].image_budget == ocr.DEFAULT_SETTINGS.image_budget
 
 
 def test_docstrings_describe_every_parameter(app):
@@ -203,6 +232,8 @@ def test_bad_settings_from_api_clients_are_refused_with_a_reason(client):
         stream(client, handle_file(INPUT / "scene.jpg"), "short", top_k=0, api_name="/caption")
     with pytest.raises(AppError, match="Choose a model"):
         stream(client, handle_file(INPUT / "scene.jpg"), "short", model=" ", api_name="/caption")
+    with pytest.raises(AppError, match="image token budget must be 'default'"):  # any value reaches the check
+        stream(client, handle_file(INPUT / "scene.jpg"), "short", image_budget=300, api_name="/caption")
 
 
 def test_visitors_cannot_load_arbitrary_models(client):

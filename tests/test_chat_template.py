@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gemma_demo.tiny.model import TinyVariant, build_processor
+from gemma_demo.tiny.family import TinyVariant
+from gemma_demo.tiny.model import build_processor
 
 DATA = Path(__file__).with_name("data")
 FAMILY = {TinyVariant.E2B: "small", TinyVariant.MOE: "big", TinyVariant.DENSE: "big"}

@@ -1,6 +1,6 @@
 """The tiny models carry the published generation defaults, so the engine meets them in tests.
 
-Read from `../shared/reference/gemma4/gemma-4-E2B-E4B-it.generation_config.json`: sample at
+Read from `tests/data/reference/gemma4/gemma-4-E2B-E4B-it.generation_config.json`: sample at
 temperature 1.0, top_p 0.95, top_k 64, and end on `<eos>`, `<turn|>` and `<|tool_response>`
 (a tool call waits for its result).
 """

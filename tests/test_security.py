@@ -40,7 +40,8 @@ from gemma_demo.config import DEFAULT_MAX_FILE_SIZE, AppConfig
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.audio import load_audio
 from gemma_demo.media.images import load_image
-from gemma_demo.media.video import FrameSampling, extract_audio_track, probe_video, sample_video
+from gemma_demo.media.video_file import extract_audio_track, probe_video
+from gemma_demo.media.video_sampling import FrameSampling, sample_video
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.ui.server import launch

@@ -1,7 +1,7 @@
 """Each task's default decoding, checked where it matters: the arguments that reach `generate`.
 
 Open-ended tasks (caption, chat, HTML page, audio and video questions) sample with the
-model card's values (`../shared/reference/gemma4/gemma-4-E2B-E4B-it.generation_config.json`);
+model card's values (`tests/data/reference/gemma4/gemma-4-E2B-E4B-it.generation_config.json`);
 extraction tasks (detection, pointing, OCR, transcription, translation) decode greedily.
 Every task runs on the tiny model with its defaults laid under an untouched settings panel,
 as the page and the API send them; only the token cap is lowered, to keep the runs short.
@@ -19,7 +19,7 @@ from benchmarks.reference_configs import REFERENCE_DIR
 from gemma_demo.cli.main import build_parser, settings_from
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.engine.settings import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, GenerationSettings
-from gemma_demo.media.video import FrameSampling
+from gemma_demo.media.video_sampling import FrameSampling
 from gemma_demo.tasks import audio_question, caption, chat, detection, html_page, ocr, transcription, video_question
 from gemma_demo.ui.settings import SettingsChoice, settings_for
 

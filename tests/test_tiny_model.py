@@ -5,7 +5,8 @@ import hashlib
 import pytest
 from transformers import AutoModelForMultimodalLM, AutoProcessor, Gemma4ForConditionalGeneration, GemmaTokenizer
 
-from gemma_demo.tiny.model import TinyVariant, build_tiny_model
+from gemma_demo.tiny.family import TinyVariant
+from gemma_demo.tiny.model import build_tiny_model
 from gemma_demo.tiny.tokenizer import NAMED_SPECIAL_TOKENS, VIDEO_TOKEN
 
 MAX_TINY_BYTES = 10 * 2**20

@@ -1,4 +1,4 @@
-"""Frame sampling, seeking, rotation, errors and audio extraction of gemma_demo.media.video."""
+"""Frame sampling, seeking, rotation, errors and audio extraction (`media.video_sampling`, `media.video_file`)."""
 
 import math
 import zipfile
@@ -20,8 +20,9 @@ from video_factory import (
 )
 
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.media import video
-from gemma_demo.media.video import FrameSampling, extract_audio_track, probe_video, sample_video
+from gemma_demo.media import video_sampling
+from gemma_demo.media.video_file import extract_audio_track, probe_video
+from gemma_demo.media.video_sampling import FrameSampling, SampledVideo, sample_video
 
 FPS = 25
 TEN_SECONDS = 10 * FPS
@@ -54,7 +55,7 @@ def expected_index(seconds: float) -> int:
     return math.floor(seconds * FPS)
 
 
-def assert_frames_match_timestamps(sampled: video.SampledVideo) -> list[int]:
+def assert_frames_match_timestamps(sampled: SampledVideo) -> list[int]:
     """Every frame is the source frame its timestamp names, and none repeats."""
     indices = [read_index(frame) for frame in sampled.frames]
     assert indices == [round(t * FPS) for t in sampled.timestamps]
@@ -160,14 +161,14 @@ def test_small_frames_are_not_upscaled(clips: dict[str, Path]) -> None:
 
 def count_decoded_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counter = [0]
-    decode = video._decoded_frames
+    decode = video_sampling.decoded_frames
 
     def counting(container, stream):
         for frame in decode(container, stream):
             counter[0] += 1
             yield frame
 
-    monkeypatch.setattr(video, "_decoded_frames", counting)
+    monkeypatch.setattr(video_sampling, "decoded_frames", counting)
     return counter
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gemma_demo.media.timing import mm_ss
-from gemma_demo.media.video import FrameSampling, sample_video
+from gemma_demo.media.video_sampling import FrameSampling, sample_video
 from video_factory import read_index, write_video
 
 FPS = 25

@@ -12,7 +12,7 @@ import pytest
 from gemma_demo.engine.base import Backend, Message, Update, audio_unsupported_message
 from gemma_demo.errors import CapabilityError, InvalidInputError
 from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE
-from gemma_demo.media.video import FrameSampling, SampledVideo
+from gemma_demo.media.video_sampling import FrameSampling, SampledVideo
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.registry import ModelCapabilities
 from gemma_demo.engine.settings import GenerationSettings

@@ -28,7 +28,7 @@ from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.remote.client import OpenAIBackend, load_openai_backend
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import GenerationError, InvalidInputError, ModelUnavailableError
-from gemma_demo.media.video import FrameSampling
+from gemma_demo.media.video_sampling import FrameSampling
 from gemma_demo.tasks.agent import StepKind, run_agent
 from gemma_demo.tasks.audio_question import ask_audio
 from gemma_demo.tasks.caption import caption
@@ -43,7 +43,7 @@ from gemma_demo.tasks.tools.catalog import toolbox
 from gemma_demo.tasks.video_question import describe_video
 from gemma_demo.tiny.model import ensure_tiny_model
 from gemma_demo.tiny.tokenizer import SPECIAL_TOKENS
-from vllm_server import VllmStartError, VllmUnavailableError, ensure_vllm_venv, serve_vllm
+from vllm_server import VllmStartError, serve_vllm
 
 # The first test waits for the venv build (3–4 min on a fresh machine) and the start-up.
 pytestmark = pytest.mark.timeout(1200)
@@ -74,16 +74,6 @@ PERSON = {
 }
 FINISHED = "vllm:request_success_total"  # requests that ran to their end (a client's abort is not one)
 RUNNING = "vllm:num_requests_running"
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    try:
-        return ensure_vllm_venv()
-    except VllmUnavailableError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the vLLM tests, but vLLM's venv could not be built: {error}")
-        pytest.skip(f"vLLM's venv could not be built here, so the vLLM tests did not run: {error}")
 
 
 @pytest.fixture(scope="module")

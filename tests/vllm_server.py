@@ -60,9 +60,6 @@ SERVER_FLAGS = (
     "--reasoning-parser", "gemma4",
     "--enable-auto-tool-choice",
     "--tool-call-parser", "gemma4",
-    # vLLM guesses the content format from the template's source, and the tiny template does not
-    # loop over `message['content']` the way it looks for; "string" would need `<image_soft_token>`.
-    "--chat-template-content-format", "openai",
     # JSON answers without free whitespace (as the app's local grammar): with it, the tiny model
     # wrote blank lines until the token limit cut the answer. (The "guidance" backend would match
     # the app's llguidance, but it fails the tests' regexes that hold special tokens: HTTP 500.)

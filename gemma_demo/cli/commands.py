@@ -51,7 +51,7 @@ def _video_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _video(backend, path, args, settings):
-    from gemma_demo.media.video import FrameSampling
+    from gemma_demo.media.video_sampling import FrameSampling
     from gemma_demo.tasks.video_question import describe_video
 
     sampling = FrameSampling(num_frames=args.frames, fps=args.fps, start=args.start, end=args.end)

@@ -2,8 +2,9 @@
 
 For a single input row, torch sends a bf16 `nn.Linear` to oneDNN, whose matrix-vector
 product is compute-bound here: 10-11 GB/s of weights on one core of the AMD EPYC this
-was measured on (torch 2.14.1). ATen's own bf16 matrix-vector kernel, which torch uses
-when oneDNN is switched off, reads the same weights at 19-20 GB/s on one core and
+was measured on (torch 2.14.1; side by side on another host, the pinned 2.11.0 behaved
+alike: docs/benchmark-history.md, 2026-12-07). ATen's own bf16 matrix-vector kernel, which
+torch uses when oneDNN is switched off, reads the same weights at 19-20 GB/s on one core and
 31-36 GB/s on two (the machine's copy bandwidth is about 26-33 GB/s). With it the
 E2B text decoder decodes 1.4-2.1x faster; outputs differ only by bf16 rounding.
 

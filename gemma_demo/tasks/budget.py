@@ -24,7 +24,8 @@ from dataclasses import astuple, dataclass
 from gemma_demo.engine.memory import available_bytes
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.timing import SAMPLE_RATE
-from gemma_demo.media.video import DEFAULT_MAX_SIDE, VideoInfo
+from gemma_demo.media.video_file import VideoInfo
+from gemma_demo.media.video_sampling import DEFAULT_MAX_SIDE
 from gemma_demo.tasks.video_question import MAX_VIDEO_SOFT_TOKENS
 
 VISION_TOKENS = MAX_VIDEO_SOFT_TOKENS

@@ -28,7 +28,8 @@ from gemma_demo.media.chunks import split_audio
 from gemma_demo.media.images import image_size, load_image
 from gemma_demo.media.pdf import PdfMode, page_parts, pdf_pages, survey_pdf
 from gemma_demo.media.timing import SAMPLE_RATE
-from gemma_demo.media.video import FrameSampling, probe_video, sample_video
+from gemma_demo.media.video_file import probe_video
+from gemma_demo.media.video_sampling import FrameSampling, sample_video
 from gemma_demo.tasks.budget import (
     Budget,
     MediaLimits,

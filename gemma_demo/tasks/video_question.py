@@ -16,7 +16,8 @@ import numpy as np
 from gemma_demo.engine.base import Backend, Message
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE, mm_ss
-from gemma_demo.media.video import FrameSampling, SampledVideo, extract_audio_track, sample_video
+from gemma_demo.media.video_file import extract_audio_track
+from gemma_demo.media.video_sampling import FrameSampling, SampledVideo, sample_video
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks.result import StreamedResult
 from gemma_demo.tasks.messages import require_audio

@@ -24,7 +24,7 @@ from transformers import (
     GenerationConfig,
 )
 
-from gemma_demo.tiny.model import SEED
+from gemma_demo.tiny.family import SEED
 
 # Tokens the drafter proposes per round before the target checks them.
 DRAFT_TOKENS = 4

@@ -24,7 +24,7 @@ from transformers import (
     Gemma4UnifiedVisionConfig,
 )
 
-from gemma_demo.tiny.model import (
+from gemma_demo.tiny.family import (
     GEMMA4_RESPONSE_TEMPLATE,
     SEED,
     TinyVariant,
@@ -60,8 +60,8 @@ def _text_config(vocab_size: int, ids: dict[str, int]) -> Gemma4UnifiedTextConfi
         num_hidden_layers=4,
         num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=16,
-        global_head_dim=32,
+        head_dim=32,  # the smallest head sizes vLLM's CPU attention accepts
+        global_head_dim=64,
         sliding_window=64,
         layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
         num_kv_shared_layers=2,
@@ -82,7 +82,9 @@ def build_unified_config(processor: Gemma4UnifiedProcessor) -> Gemma4UnifiedConf
     # the audio width must equal the feature extractor's 640 samples per token.
     return Gemma4UnifiedConfig(
         text_config=_text_config(len(tokenizer), ids),
-        vision_config=Gemma4UnifiedVisionConfig(mm_embed_dim=32, output_proj_dims=32),
+        # vLLM reads `num_soft_tokens` (280, the default image budget) and refuses a config
+        # without it; transformers has no such field and keeps it as an extra attribute.
+        vision_config=Gemma4UnifiedVisionConfig(mm_embed_dim=32, output_proj_dims=32, num_soft_tokens=280),
         audio_config=Gemma4UnifiedAudioConfig(audio_embed_dim=processor.feature_extractor.audio_samples_per_token),
         boi_token_id=ids["<|image>"],
         eoi_token_id=ids["<image|>"],

@@ -18,7 +18,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
@@ -37,9 +37,7 @@ from gemma_demo.ui.files import request_folder
 from gemma_demo.ui.chat_agent import DEFAULT_SCHEMA, DEFAULT_TOOLS, AgentChoice, agent_choice, agent_turn, tool_names
 from gemma_demo.ui.handlers import member
 from gemma_demo.ui.session_files import NO_FILES, SessionFiles, file_paths, into_cache, require_own, with_uploads
-
-if TYPE_CHECKING:
-    from gemma_demo.ui.layout import Wiring
+from gemma_demo.ui.wiring import Wiring
 
 PDF_MODES = (("Pages as images", PdfMode.IMAGES.value), ("Text layer", PdfMode.TEXT.value))
 FILE_TYPES = ["image", "audio", "video", ".pdf"]
@@ -256,7 +254,7 @@ def chat_tab(wiring: Wiring, examples_dir: Path, queue: tuple[str, int], extra_t
         # The message on its way, the API's `message`: the box is emptied as soon as it is sent.
         outgoing = gr.MultimodalTextbox(visible=False, file_count="multiple", file_types=FILE_TYPES)
         with gr.Row():
-            meter = gr.Markdown("Context: 0 tokens")
+            meter = gr.Markdown("Context: 0 tokens", label="Context")  # the label names the API's output
             stop = gr.Button("Stop", variant="stop", scale=0)
         stats = gr.Markdown(label="Stats")
         with gr.Accordion("Documents, export and import", open=False):

@@ -18,7 +18,7 @@ from gemma_demo.engine.base import Backend, Stats, Update
 from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.errors import InvalidInputError
 from gemma_demo.media.filenames import safe_stem
-from gemma_demo.media.video import FrameSampling
+from gemma_demo.media.video_sampling import FrameSampling
 from gemma_demo.tasks.audio_question import ask_audio
 from gemma_demo.tasks.caption import CaptionPreset, caption
 from gemma_demo.tasks.detection import GroundingMode, detect, write_coco

@@ -9,7 +9,6 @@ kept off the API.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -18,14 +17,13 @@ from gradio.events import Dependency
 
 from gemma_demo.config import AppConfig
 from gemma_demo.media.drawing import legend as colour_legend
-from gemma_demo.media.video import DEFAULT_NUM_FRAMES
+from gemma_demo.media.video_sampling import DEFAULT_NUM_FRAMES
 from gemma_demo.engine.cache import ModelCache
-from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.tasks import audio_question, caption, detection, html_page, ocr, transcription, video_question
 from gemma_demo.tasks.tools.base import Tool
 from gemma_demo.ui.chat import chat_tab
 from gemma_demo.ui.components import ImageUpload
-from gemma_demo.ui.endpoints import Endpoints, GpuWrapper, Handler
+from gemma_demo.ui.endpoints import Endpoints, GpuWrapper
 from gemma_demo.ui.handlers import (
     ask_about_audio,
     ask_about_video,
@@ -38,6 +36,7 @@ from gemma_demo.ui.handlers import (
     translate_speech,
 )
 from gemma_demo.ui.settings import audio_note, build_settings_panel
+from gemma_demo.ui.wiring import MODEL_CONCURRENCY, MODEL_QUEUE, Wiring
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "input"
 TITLE = "Gemma 4 Studio"
@@ -47,10 +46,6 @@ INTRO = (
     "and translate speech and ask about videos with Google's Gemma 4. The model loads on the "
     "first request. Every tab is also an API endpoint: see *Use via API* at the bottom."
 )
-# Every event that runs the model shares one queue, so a few people stream at once
-# and the rest wait their turn instead of crowding the GPU.
-MODEL_QUEUE = "model"
-MODEL_CONCURRENCY = 4
 # Uploads and results live in Gradio's cache: every 10 minutes the files older than an
 # hour are deleted, and all of them when the server stops.
 CACHE_CLEANUP = (10 * 60, 60 * 60)
@@ -64,32 +59,6 @@ MAX_VIDEO_FRAMES = 64
 # match the drawing, which gives the n-th label the n-th of these colours.
 LEGEND_SIZE = 64
 LEGEND_COLOURS = {colour: colour for colour in colour_legend(map(str, range(LEGEND_SIZE))).values()}
-
-
-@dataclass(frozen=True)
-class Wiring:
-    """Connects buttons to endpoints; every run also takes the shared settings as inputs."""
-
-    endpoints: Endpoints
-    settings: Sequence[Component]
-
-    def run(
-        self,
-        button: gr.Button,
-        handler: Handler,
-        defaults: GenerationSettings,
-        io: tuple[Sequence[Component], Sequence[Component]],
-        api_name: str,
-    ) -> Dependency:
-        inputs, outputs = io
-        return button.click(
-            self.endpoints.wrap(handler, defaults, api_name),
-            inputs=[*inputs, *self.settings],
-            outputs=list(outputs),
-            api_name=api_name,
-            concurrency_id=MODEL_QUEUE,
-            concurrency_limit=MODEL_CONCURRENCY,
-        )
 
 
 def build_demo(

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from gemma_demo.config import AppConfig
 from gemma_demo.ui.login_page import HideApiInfoFromLoginPage
 from gemma_demo.engine.cache import ModelCache
+from gemma_demo.engine.memory import bound_malloc_arenas
 from gemma_demo.tasks.tools.catalog import BUILTIN_TOOLS
 from gemma_demo.tasks.tools.mcp import McpTools, connect_servers
 from gemma_demo.ui import zerogpu
@@ -46,6 +47,7 @@ def launch(config: AppConfig, cache: ModelCache | None = None, **kwargs: Any) ->
 
     Only the example folder is served from disk besides Gradio's own upload cache.
     """
+    bound_malloc_arenas()  # a server's worker threads would each keep an arena of freed memory
     if config.share_without_auth:
         print(SHARE_WARNING, file=sys.stderr, flush=True)
     if config.mcp and config.auth is not None:

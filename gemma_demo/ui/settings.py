@@ -31,7 +31,8 @@ TASK_DEFAULT = "default"
 THINKING_CHOICES = (("Task default", TASK_DEFAULT), ("On", "on"), ("Off", "off"))
 # Open-ended tasks sample with the model card's values by default, extraction tasks decode greedily.
 SAMPLING_CHOICES = THINKING_CHOICES
-TASK_DEFAULT_BUDGET = 0
+# API clients written before "default" was the image budget's task default send 0; it still means that.
+LEGACY_DEFAULT_BUDGET = 0
 MAX_NEW_TOKENS_LIMIT = 8192
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 2.0
@@ -51,7 +52,7 @@ class SettingsChoice:
     top_p: float = DEFAULT_TOP_P
     top_k: int = DEFAULT_TOP_K
     system_prompt: str = ""
-    image_budget: int = TASK_DEFAULT_BUDGET
+    image_budget: int | str = TASK_DEFAULT
     video_frame_budget: int = DEFAULT_VIDEO_FRAME_BUDGET
 
 
@@ -68,7 +69,7 @@ SETTINGS_DOC = {
     "top_p": "Nucleus sampling probability mass (0-1]; used only when sampling.",
     "top_k": "Sample among the k most likely tokens; used only when sampling.",
     "system_prompt": "Optional system instruction sent before the request.",
-    "image_budget": f"Soft tokens per image, one of {IMAGE_BUDGETS}; 0 for the task's default (OCR 1120, others 280).",
+    "image_budget": f"Soft tokens per image, one of {IMAGE_BUDGETS}; 'default' for the task's (OCR 1120, others 280).",
     "video_frame_budget": f"Soft tokens per video frame, one of {IMAGE_BUDGETS}.",
 }
 
@@ -88,8 +89,8 @@ def validate_choice(choice: SettingsChoice) -> None:
             f"Use a temperature above 0 up to {MAX_TEMPERATURE:g}, a top-p above 0 up to 1 "
             f"and a top-k from 1 to {MAX_TOP_K}."
         )
-    if choice.image_budget not in (TASK_DEFAULT_BUDGET, *IMAGE_BUDGETS):
-        raise InvalidInputError(f"The image token budget must be 0 (task default) or one of {IMAGE_BUDGETS}.")
+    if choice.image_budget not in (TASK_DEFAULT, LEGACY_DEFAULT_BUDGET, *IMAGE_BUDGETS):
+        raise InvalidInputError(f"The image token budget must be 'default' (the task's) or one of {IMAGE_BUDGETS}.")
     if choice.video_frame_budget not in IMAGE_BUDGETS:
         raise InvalidInputError(f"The token budget per video frame must be one of {IMAGE_BUDGETS}.")
     if len(choice.system_prompt or "") > SYSTEM_PROMPT_LIMIT:
@@ -107,9 +108,14 @@ def settings_for(choice: SettingsChoice, defaults: GenerationSettings) -> Genera
         top_p=float(choice.top_p),
         top_k=int(choice.top_k),
         system_prompt=choice.system_prompt or "",
-        image_budget=int(choice.image_budget) or defaults.image_budget,
+        image_budget=_image_budget(choice.image_budget, defaults),
         video_frame_budget=int(choice.video_frame_budget),
     )
+
+
+def _image_budget(value: int | str, defaults: GenerationSettings) -> int:
+    """The chosen budget; "default" (or a legacy client's 0) is the task's own."""
+    return defaults.image_budget if value in (TASK_DEFAULT, LEGACY_DEFAULT_BUDGET) else int(value)
 
 
 def settings_parameters() -> list[inspect.Parameter]:
@@ -165,8 +171,9 @@ def build_settings_panel(models: Sequence[str]) -> list[gr.components.Component]
             top_k = gr.Slider(1, MAX_TOP_K, DEFAULT_TOP_K, step=1, label="Top-k")
         with gr.Row():
             image_budget = gr.Dropdown(
-                [("Task default (OCR 1120, others 280)", TASK_DEFAULT_BUDGET), *((str(b), b) for b in IMAGE_BUDGETS)],
-                value=TASK_DEFAULT_BUDGET, label="Image tokens", info="More tokens keep more detail.",
+                [("Task default (OCR 1120, others 280)", TASK_DEFAULT), *((str(b), b) for b in IMAGE_BUDGETS)],
+                value=TASK_DEFAULT, label="Image tokens", info="More tokens keep more detail.",
+                allow_custom_value=True,  # so that a legacy API client's 0 reaches `validate_choice`
             )
             video_frame_budget = gr.Dropdown(
                 [(str(b), b) for b in IMAGE_BUDGETS], value=DEFAULT_VIDEO_FRAME_BUDGET, label="Tokens per video frame"

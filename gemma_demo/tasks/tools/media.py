@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from gemma_demo.engine.base import Backend
 from gemma_demo.engine.settings import IMAGE_BUDGETS, GenerationSettings
-from gemma_demo.media.video import FrameSampling
+from gemma_demo.media.video_sampling import FrameSampling
 from gemma_demo.tasks.tools.base import ToolError, ToolOutput, current_context, find_upload, upload_listing
 
 T = TypeVar("T")

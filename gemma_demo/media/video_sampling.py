@@ -1,16 +1,14 @@
-"""Video frames and sound in the shape the Gemma 4 processor accepts.
+"""Which frames of a video the model sees, decoded in the shape the Gemma 4 processor accepts.
 
-transformers would decode video paths with torchcodec, which does not work here,
-so the app decodes with PyAV and hands the processor frames plus a
-`VideoMetadata` that carries their real times (without it the processor assumes
-24 fps and the `mm:ss` stamps in the prompt are wrong).
+The frames come with a `VideoMetadata` that carries their real times (without it the
+processor assumes 24 fps and the `mm:ss` stamps in the prompt are wrong).
 
 Frames are fetched by seeking to the keyframe before each sampled time, so the
 cost grows with the number of frames sampled, not with the length of the clip. When
 samples lie further apart than the keyframes, a sampled time within a quarter of the
 sampling interval of a keyframe takes the keyframe itself (one frame to decode instead
 of up to a whole group of pictures); the times reported are always those of the frames
-used.
+used. Opening and probing the file is `video_file`'s job.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,7 +27,16 @@ from av.container import InputContainer
 from av.stream import Stream
 
 from gemma_demo.errors import InvalidInputError
-from gemma_demo.media.timing import MAX_CLIP_SECONDS, SAMPLE_RATE, mm_ss
+from gemma_demo.media.timing import mm_ss
+from gemma_demo.media.video_file import (
+    QUARTER_TURN,
+    SUPPORTED_FORMATS_HINT,
+    VideoInfo,
+    decoded_frames,
+    describe_container,
+    open_media,
+    stream_origin,
+)
 
 if TYPE_CHECKING:
     from transformers.video_utils import VideoMetadata
@@ -38,13 +44,9 @@ if TYPE_CHECKING:
 DEFAULT_NUM_FRAMES = 32
 DEFAULT_MAX_SIDE = 1280
 VIDEO_BACKEND = "pyav"
-ROTATE_TAG = "rotate"
-QUARTER_TURN = 90
-FULL_TURN = 360
 FLOOR_TOLERANCE = 1e-9
 # A sampled time moves onto a keyframe at most this share of the sampling interval away.
 SNAP_SHARE = 0.25
-SUPPORTED_FORMATS_HINT = "Re-export it as MP4 (H.264) or WebM and upload it again."
 
 
 @dataclass(frozen=True)
@@ -80,25 +82,6 @@ class FrameSampling:
             return self.num_frames
         at_rate = max(1, math.floor(seconds * self.fps + FLOOR_TOLERANCE))
         return at_rate if self.num_frames is None else min(at_rate, self.num_frames)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about a clip; width and height are as displayed (after rotation).
-
-    `rotation` is the counter-clockwise turn (0, 90, 180 or 270 degrees) that
-    makes stored frames upright, as phones record portrait video sideways.
-    `fps` is the average rate, so for variable-frame-rate clips `total_frames`
-    may be an estimate.
-    """
-
-    duration: float
-    fps: float
-    total_frames: int
-    width: int
-    height: int
-    rotation: int
-    has_audio: bool
 
 
 @dataclass(frozen=True)
@@ -138,12 +121,6 @@ class SampledVideo:
         return [mm_ss(t) for t in self.metadata().timestamps]
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Reads the clip's properties; decodes one frame to prove the video is playable."""
-    with _open_media(path) as container:
-        return _describe(container)
-
-
 def sample_video(
     path: str | Path, sampling: FrameSampling = FrameSampling(), max_side: int = DEFAULT_MAX_SIDE
 ) -> SampledVideo:
@@ -154,8 +131,8 @@ def sample_video(
     count never exceeds the frames the range holds, and a source frame picked
     twice (possible with variable frame rates) is returned once.
     """
-    with _open_media(path) as container:
-        info = _describe(container)
+    with open_media(path) as container:
+        info = describe_container(container)
         stream = container.streams.video[0]
         frames: dict[int, np.ndarray] = {}
         times = _sample_times(sampling, info)
@@ -167,100 +144,7 @@ def sample_video(
                 frames[frame.pts] = _to_rgb(frame, info.rotation, max_side)
         if not frames:
             raise InvalidInputError(f"No frames of this video could be decoded. {SUPPORTED_FORMATS_HINT}")
-        return _sampled(frames, _origin(stream), stream.time_base, info)
-
-
-def extract_audio_track(
-    path: str | Path, start: float = 0.0, max_seconds: float = MAX_CLIP_SECONDS
-) -> np.ndarray | None:
-    """The clip's sound from `start` as 16 kHz mono float32, or None when it has no audio track.
-
-    Only the requested window is decoded, so a short excerpt of a long film is cheap.
-    """
-    if start < 0 or not max_seconds > 0:
-        raise InvalidInputError("The audio start must be 0 or later and its length above 0 seconds.")
-    with _open_media(path) as container:
-        if not container.streams.audio:
-            return None
-        samples = _decode_audio(container, container.streams.audio[0], start, max_seconds)
-    if samples.size == 0:
-        raise InvalidInputError(f"The video has no sound after {start:g} s. Choose an earlier start time.")
-    return samples
-
-
-@contextmanager
-def _open_media(path: str | Path) -> Iterator[InputContainer]:
-    """Opens a container, turning every FFmpeg failure into an error a person can act on."""
-    file = Path(path)
-    if not file.is_file():
-        raise InvalidInputError(f"The video file '{file.name}' was not found. Upload it again.")
-    if file.stat().st_size == 0:
-        raise InvalidInputError(f"The video file '{file.name}' is empty (0 bytes). Upload it again.")
-    try:
-        with av.open(str(file), metadata_errors="ignore") as container:
-            yield container
-    except av.FFmpegError as error:
-        raise InvalidInputError(
-            f"'{file.name}' could not be read as a video; it may be damaged, cut short or not a video "
-            f"at all. {SUPPORTED_FORMATS_HINT}"
-        ) from error
-
-
-def _describe(container: InputContainer) -> VideoInfo:
-    if not container.streams.video:
-        raise InvalidInputError(
-            "This file has no video track. If it is a sound recording, upload it as audio instead."
-        )
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    first = next(_decoded_frames(container, stream), None)
-    if first is None:
-        raise InvalidInputError(f"The video track holds no frames that can be decoded. {SUPPORTED_FORMATS_HINT}")
-    fps = _frame_rate(stream)
-    duration = _duration(container, stream, fps)
-    rotation = _rotation(stream, first)
-    sideways = rotation % (2 * QUARTER_TURN) != 0
-    return VideoInfo(
-        duration=duration,
-        fps=fps,
-        total_frames=stream.frames or max(1, round(duration * fps)),
-        width=first.height if sideways else first.width,
-        height=first.width if sideways else first.height,
-        rotation=rotation,
-        has_audio=bool(container.streams.audio),
-    )
-
-
-def _frame_rate(stream: Stream) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not rate:
-        raise InvalidInputError(f"The video's frame rate is unknown. {SUPPORTED_FORMATS_HINT}")
-    return float(rate)
-
-
-def _duration(container: InputContainer, stream: Stream, fps: float) -> float:
-    """Prefers the stream's own length; containers such as WebM only record the overall one."""
-    if stream.duration:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / av.time_base
-    if stream.frames:
-        return stream.frames / fps
-    raise InvalidInputError(f"The video's length is unknown. {SUPPORTED_FORMATS_HINT}")
-
-
-def _rotation(stream: Stream, first: av.VideoFrame) -> int:
-    """Reads the display matrix (counter-clockwise) or else an old `rotate` tag (clockwise)."""
-    degrees = first.rotation or -_rotate_tag(stream)
-    return round(degrees / QUARTER_TURN) * QUARTER_TURN % FULL_TURN
-
-
-def _rotate_tag(stream: Stream) -> float:
-    tag = next((value for key, value in stream.metadata.items() if key.lower() == ROTATE_TAG), "0")
-    try:
-        return float(tag)
-    except ValueError:
-        return 0.0
+        return _sampled(frames, stream_origin(stream), stream.time_base, info)
 
 
 def _sample_times(sampling: FrameSampling, info: VideoInfo) -> list[float]:
@@ -307,7 +191,7 @@ class _FrameCursor:
     def __init__(self, container: InputContainer, stream: Stream, tolerance: int = 0) -> None:
         self._container = container
         self._stream = stream
-        self._origin = _origin(stream)
+        self._origin = stream_origin(stream)
         self._tolerance = tolerance
         self._keys = _keyframes(stream) if tolerance else []
         self._frames: Iterator[av.VideoFrame] | None = None
@@ -319,7 +203,7 @@ class _FrameCursor:
         target = self._snapped(self._origin + int(seconds / self._stream.time_base))
         if self._must_seek(target):
             self._container.seek(target, stream=self._stream, backward=True)
-            self._frames = _decoded_frames(self._container, self._stream)
+            self._frames = decoded_frames(self._container, self._stream)
             self._shown = self._ahead = None
         while True:
             if self._ahead is None:
@@ -346,24 +230,6 @@ class _FrameCursor:
         return keyframe >= 0 and entries[keyframe].timestamp > latest.pts
 
 
-def _decoded_frames(container: InputContainer, stream: Stream) -> Iterator[av.Frame]:
-    """Decodes `stream` from the current position, skipping packets the decoder rejects.
-
-    One damaged packet should cost one frame, not the whole clip; frames without
-    a timestamp cannot be placed in time and are dropped.
-    """
-    for packet in container.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.error.InvalidDataError:
-            continue
-        yield from (frame for frame in frames if frame.pts is not None)
-
-
-def _origin(stream: Stream) -> int:
-    return stream.start_time or 0
-
-
 def _to_rgb(frame: av.VideoFrame, rotation: int, max_side: int) -> np.ndarray:
     """Scales while converting, so a 4K frame never exists as a full-size RGB array."""
     scale = min(1.0, max_side / max(frame.width, frame.height))
@@ -386,25 +252,3 @@ def _sampled(frames: dict[int, np.ndarray], origin: int, time_base: Fraction, in
         width=first.shape[1],
         height=first.shape[0],
     )
-
-
-def _decode_audio(container: InputContainer, stream: Stream, start: float, max_seconds: float) -> np.ndarray:
-    """Resamples from the packet holding `start` and trims to the exact window."""
-    origin = _origin(stream)
-    container.seek(origin + int(start / stream.time_base), stream=stream, backward=True)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    wanted = round(max_seconds * SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    head: int | None = None
-    collected = 0
-    for frame in _decoded_frames(container, stream):
-        if head is None:
-            head = max(0, round((start - float((frame.pts - origin) * stream.time_base)) * SAMPLE_RATE))
-        resampled = [out.to_ndarray()[0] for out in resampler.resample(frame)]
-        chunks += resampled
-        collected += sum(len(chunk) for chunk in resampled)
-        if collected >= head + wanted:
-            break
-    chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return samples[head or 0:][:wanted].astype(np.float32, copy=False)
