@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py does; see docs/benchmarks.md
+# An upload cache of this session's own: a Gradio app that stops deletes the uploads it made,
+# and another test session on the machine (CI shares it) would share same-content paths.
+_UPLOADS = tempfile.mkdtemp(prefix="gemma-demo-tests-gradio-")
+os.environ.setdefault("GRADIO_TEMP_DIR", _UPLOADS)
+atexit.register(shutil.rmtree, _UPLOADS, True)
 
 import pytest  # noqa: E402
 

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from gradio import route_utils
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, given, settings
@@ -263,7 +264,7 @@ def test_uploads_stay_in_the_cache_and_active_content_only_downloads(app, name, 
     response = upload(app, name, data)
     assert response.status_code == 200
     [stored] = response.json()
-    cache = Path(tempfile.gettempdir()) / "gradio"
+    cache = Path(get_upload_folder())
     assert Path(stored).resolve().is_relative_to(cache.resolve()), stored
     assert not Path("/tmp/escaped-upload.txt").exists() and not Path("/etc/cron.d/evil").exists()
     served = httpx.get(f"{app.local_url}gradio_api/file={stored}")
