@@ -251,19 +251,19 @@ class PrefixCache:
             self._make_room(key.conversation, 0)
 
     def _make_room(self, conversation: str, nbytes: int) -> None:
-        """Drop the oldest caches until one more of `nbytes` fits every bound (hold the lock)."""
-        def over() -> bool:
-            mine = sum(entry.key.conversation == conversation for entry in self._kept.values())
-            return (len(self._kept) + (nbytes > 0) > self.max_kept or self.kept_bytes + nbytes > self.max_bytes
-                    or mine + (nbytes > 0) > MAX_KEPT_PER_CONVERSATION)
+        """Drop the oldest caches until one more of `nbytes` (none for 0) fits every bound (hold the lock).
 
-        while self._kept and over():
-            own = next((k for k, e in self._kept.items() if e.key.conversation == conversation), None)
-            mine = sum(entry.key.conversation == conversation for entry in self._kept.values())
-            if own is not None and mine + (nbytes > 0) > MAX_KEPT_PER_CONVERSATION:
-                del self._kept[own]  # a conversation makes room from its own caches first
-            else:
+        A conversation over its own bound makes room from its own caches first.
+        """
+        adding = int(nbytes > 0)
+        while self._kept:
+            mine = [key for key, entry in self._kept.items() if entry.key.conversation == conversation]
+            if len(mine) + adding > MAX_KEPT_PER_CONVERSATION:
+                del self._kept[mine[0]]
+            elif len(self._kept) + adding > self.max_kept or self.kept_bytes + nbytes > self.max_bytes:
                 self._kept.popitem(last=False)
+            else:
+                return
 
     def _chunk(self, inputs: BatchFeature, start: int, end: int) -> BatchFeature:
         """The prompt's tokens [start, end) and only the media whose placeholders lie there."""

@@ -3,9 +3,9 @@
 Each tool call shows as its own collapsed message ("Used detect_objects · 0.41 s", with its
 arguments, result and the figures of the model call it ran), its pictures as messages after
 it, and the final answer last (as JSON when a schema was given). The stats line adds up the
-whole turn: every round of the loop and every tool's model call. The tools see only this conversation's uploads: the history
-reaching here has passed `session_files.require_own`, and the new message's files Gradio's
-upload check. Earlier turns' tool messages are metadata messages, so `model_messages`
+whole turn: every round of the loop and every tool's model call. The tools see only this
+conversation's uploads: the history reaching here has passed `session_files.require_own`,
+and the new message's files Gradio's upload check. Earlier turns' tool messages are metadata messages, so `model_messages`
 leaves them out of the next prompt, as it does earlier reasoning.
 """
 
@@ -58,13 +58,8 @@ def agent_choice(agent: bool, tools: Iterable[str] | None, max_steps: float, jso
     names = tuple(tools or ()) if agent else ()
     if agent and not names:
         raise InvalidInputError("Choose at least one tool for the agent, or switch Agent off.")
-    schema = parse_schema(json_schema) if json_answer else None
+    schema = read_schema(json_schema) if json_answer else None
     return AgentChoice(names, AgentOptions(max_steps=int(max_steps), json_schema=schema))
-
-
-def parse_schema(text: str) -> dict[str, Any]:
-    """The schema box's text as a schema, within its limits, before the model runs."""
-    return read_schema(text)
 
 
 def agent_turn(
