@@ -8,6 +8,7 @@ loads any local folder.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 from collections.abc import Callable
@@ -111,22 +112,31 @@ def real_size_checkpoint() -> Path:
     config = real_size_config(processor)
     fingerprint = hashlib.sha256(config.to_json_string().encode()).hexdigest()
     marker = REAL_SIZE_DIR / REAL_SIZE_MARKER
-    if not marker.exists() or marker.read_text(encoding="utf-8") != fingerprint:
-        shutil.rmtree(REAL_SIZE_DIR, ignore_errors=True)
-        REAL_SIZE_DIR.mkdir(parents=True)
-        free = shutil.disk_usage(REAL_SIZE_DIR).free
-        if free < REAL_SIZE_FREE_BYTES:
-            raise RuntimeError(f"{REAL_SIZE_DIR} needs {REAL_SIZE_FREE_BYTES / GB:.0f} GB free, "
-                               f"the disk has {free / GB:.1f} GB; free some or set GEMMA_BENCH_CACHE")
-        model = random_model(lambda: Gemma4ForConditionalGeneration(config), "cpu", torch.bfloat16)
-        with torch.no_grad():
-            model.get_input_embeddings().weight[len(processor.tokenizer):].zero_()
-        model.generation_config = model_card_generation_config(config.text_config, processor.tokenizer)
-        model.save_pretrained(REAL_SIZE_DIR)
-        del model
-        marker.write_text(fingerprint, encoding="utf-8")
+    REAL_SIZE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    # Benchmarks in two processes (llama.cpp's conversion beside a run of ours) build it once.
+    with open(REAL_SIZE_DIR.parent / "real-e2b.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists() or marker.read_text(encoding="utf-8") != fingerprint:
+            _write_real_size(config, processor, fingerprint)
     processor.save_pretrained(REAL_SIZE_DIR)
     return REAL_SIZE_DIR
+
+
+def _write_real_size(config: Gemma4Config, processor, fingerprint: str) -> None:
+    marker = REAL_SIZE_DIR / REAL_SIZE_MARKER
+    shutil.rmtree(REAL_SIZE_DIR, ignore_errors=True)
+    REAL_SIZE_DIR.mkdir(parents=True)
+    free = shutil.disk_usage(REAL_SIZE_DIR).free
+    if free < REAL_SIZE_FREE_BYTES:
+        raise RuntimeError(f"{REAL_SIZE_DIR} needs {REAL_SIZE_FREE_BYTES / GB:.0f} GB free, "
+                           f"the disk has {free / GB:.1f} GB; free some or set GEMMA_BENCH_CACHE")
+    model = random_model(lambda: Gemma4ForConditionalGeneration(config), "cpu", torch.bfloat16)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[len(processor.tokenizer):].zero_()
+    model.generation_config = model_card_generation_config(config.text_config, processor.tokenizer)
+    model.save_pretrained(REAL_SIZE_DIR)
+    del model
+    marker.write_text(fingerprint, encoding="utf-8")
 
 
 def _count_parameters(config: Gemma4Config) -> int:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gemma_demo.engine.options import LoadOptions
+from gemma_demo.engine.options import QUANTIZE_CHOICES, LoadOptions
 from gemma_demo.engine.registry import DEFAULT_MODEL, canonical_name, family
 from gemma_demo.tasks.budget import MediaLimits
 
@@ -96,6 +96,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str])
     parser.add_argument("--draft", default=get("DRAFT", "auto"),
                         help="speculative decoding: auto (the model's published assistant when it loads), "
                              "off, or an assistant's folder or Hub id")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=get("QUANTIZE", "off"),
+                        help="text-decoder weights: off, int8 or int4 (Google's QAT checkpoint where published); "
+                             "less memory and faster decoding, see README")
     parser.add_argument("--offload", action="store_true", default=_env_flag(get("OFFLOAD")),
                         help="spread the model over GPU, CPU and disk (device_map=auto) for small GPUs")
     parser.add_argument("--offload-folder", default=get("OFFLOAD_FOLDER"),
@@ -188,6 +191,7 @@ def load_options_from(args: argparse.Namespace) -> LoadOptions:
         offload_folder=args.offload_folder,
         max_memory=args.max_memory,
         draft=args.draft,
+        quantize=args.quantize,
         base_url=args.base_url,
         api_key=args.api_key,
     )

@@ -25,6 +25,7 @@ class Stats:
     time_to_first_token: float | None = None
     elapsed: float = 0.0
     model_memory_bytes: int | None = None
+    weights: str = ""  # quantized text-decoder weights (`--quantize`: int8, int4); empty as loaded
     # Speculative decoding: the drafter's name, or why none drafted; its proposals and how many the model kept.
     drafter: str = ""
     draft_proposed: int = 0
@@ -64,6 +65,7 @@ class Stats:
             time_to_first_token=first,
             elapsed=self.elapsed + later.elapsed,
             model_memory_bytes=later.model_memory_bytes or self.model_memory_bytes,
+            weights=later.weights or self.weights,
             drafter=later.drafter or self.drafter,
             draft_proposed=self.draft_proposed + later.draft_proposed,
             draft_accepted=self.draft_accepted + later.draft_accepted,
@@ -87,7 +89,8 @@ class Stats:
         if self.tokens_per_second is not None:
             parts.append(f"{self.tokens_per_second:.1f} tokens/s")
         if self.model_memory_bytes:
-            parts.append(f"model {self.model_memory_bytes / 2**30:.2f} GiB")
+            parts.append(f"model {self.model_memory_bytes / 2**30:.2f} GiB"
+                         + (f" ({self.weights} weights)" if self.weights else ""))
         if self.draft_proposed:
             rate = self.draft_accepted / self.draft_proposed
             parts.append(f"drafts by {self.drafter}: {self.draft_accepted}/{self.draft_proposed} accepted ({rate:.0%})")

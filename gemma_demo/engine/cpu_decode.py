@@ -132,7 +132,8 @@ def speed_up_cpu_decoding(model: nn.Module) -> int:
     switched = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if (type(module) is nn.Linear and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+        if (type(module) is nn.Linear and type(weight) is nn.Parameter and weight.dtype == torch.bfloat16
+                and weight.device.type == "cpu"
                 and not hasattr(module, "_hf_hook")):
             module.__class__ = _SingleRowGemvLinear
             switched += 1

@@ -15,6 +15,7 @@ from gemma_demo.engine.drafting import load_drafter
 from gemma_demo.engine.load_errors import explain
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.progress import DownloadBar
+from gemma_demo.engine.quantize import quantize_decoder, weight_bytes
 from gemma_demo.engine.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
 from gemma_demo.engine.towers import towers_in_float32_if_faster
 
@@ -61,14 +62,17 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype | str:
 
 
 def resolve_source(name: str, options: LoadOptions) -> str:
-    """A folder or Hub id for `name`; tiny models are built on first use."""
+    """A folder or Hub id for `name`; tiny models are built on first use.
+
+    With `--quantize int4` a known model is read from Google's QAT checkpoint.
+    """
     if is_tiny(name):
         from gemma_demo.tiny.model import ensure_tiny_model
 
         return str(ensure_tiny_model(tiny_variant(name), options.tiny_root))
     spec = find_known(name)
     if spec is not None:
-        return spec.repo_id
+        return spec.qat_repo_id if options.quantize == "int4" else spec.repo_id
     folder = Path(name).expanduser()
     return str(folder) if folder.exists() else name
 
@@ -127,12 +131,13 @@ def load_local_backend(name: str, options: LoadOptions):
         weakref.finalize(model, shutil.rmtree, temporary, True)
     model.eval()
     drafter, draft_note = load_drafter(name, source, options, dtype=dtype, device_map=where["device_map"])
+    quantization = quantize_decoder(model, options.quantize)
     if device == "cpu":
         if towers_in_float32_if_faster(model):
             log.info("The vision and audio towers run in float32: bf16 products are slower on this CPU")
         if switched := speed_up_cpu_decoding(model):
             log.info("%d bf16 linear layers use the single-row CPU fast path", switched)
-    memory = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    memory = weight_bytes(model)
     return LocalBackend(
         name=name,
         model=model,
@@ -141,4 +146,5 @@ def load_local_backend(name: str, options: LoadOptions):
         memory_bytes=memory,
         drafter=drafter,
         draft_note=draft_note,
+        weights=quantization.setting if quantization else "",
     )

@@ -133,6 +133,7 @@ class LocalBackend:
     memory_bytes: int
     drafter: Drafter | None = None
     draft_note: str = ""  # why there is no drafter, for the stats line
+    weights: str = ""  # `--quantize` setting of the text decoder (int8, int4), for the stats line
     scheduler: BatchScheduler = field(init=False, repr=False)
     byte_ids: frozenset[int] = field(init=False, repr=False)
     _grammar_tokenizer: Any = field(init=False, repr=False, default=None)
@@ -168,7 +169,8 @@ class LocalBackend:
 
         def update(done: bool, status: str = "") -> Update:
             stats = Stats.timed(prompt_tokens, request.new_tokens, started, request.first_token_at,
-                                time.perf_counter(), model_memory_bytes=self.memory_bytes, **request.draft.stats())
+                                time.perf_counter(), model_memory_bytes=self.memory_bytes, weights=self.weights,
+                                **request.draft.stats())
             scan = without_calls(raw, bool(settings.tools))
             split = split_reasoning(scan.text)
             return Update(answer=split.answer, reasoning=split.reasoning, stats=stats, done=done, status=status,

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+QUANTIZE_CHOICES = ("off", "int8", "int4")
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load a model; the same fields come from flags or environment variables."""
@@ -21,3 +24,6 @@ class LoadOptions:
     tiny_root: Path | None = None
     # Speculative decoding: auto (the model's published assistant, if loadable), off, or a folder / Hub id.
     draft: str = "off"
+    # Text-decoder weights: off (as loaded), int8 or int4 (engine/quantize.py). int4 loads Google's
+    # QAT checkpoint of a known model, which was trained to lose little at 4 bits.
+    quantize: str = "off"
