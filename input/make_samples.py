@@ -140,6 +140,75 @@ def make_report_pdf(path: Path) -> None:
     table.save(path, save_all=True, append_images=[chart, text], resolution=100)
 
 
+# A 4-page service contract with a real text layer (Pillow's PDFs are pictures only), written
+# object by object in Helvetica: headings, clauses, and a ruled fee table on page 2.
+CONTRACT_PAGES = (
+    [("h", "Service Agreement"), ("p", "Between Northwind Analytics Ltd (the Provider)"),
+     ("p", "and Harbour Street Bakery (the Client), dated 3 March 2025."), ("h", "1. Services"),
+     ("p", "The Provider keeps the Client's ordering system running and"),
+     ("p", "answers support requests on working days, 9:00 to 17:00."),
+     ("h", "2. Term"), ("p", "This agreement runs for twelve months from the date above"),
+     ("p", "and renews for another twelve unless either party ends it.")],
+    [("h", "3. Fees"), ("p", "The Client pays the following fees each month, plus VAT:"),
+     ("t", [("Service", "Hours", "Monthly fee"), ("Hosting", "-", "120.00"), ("Support", "10", "450.00"),
+            ("Backups", "-", "35.00"), ("Total", "", "605.00")]),
+     ("p", "Invoices are due within 30 days of their date.")],
+    [("h", "4. Confidentiality"), ("p", "Each party keeps the other's business information secret"),
+     ("p", "during this agreement and for three years after it ends."), ("h", "5. Ending the agreement"),
+     ("p", "Either party may end this agreement with 60 days' written notice."),
+     ("p", "Fees for the notice period remain due.")],
+    [("h", "6. Signatures"), ("p", "Signed for the Provider: Ada Moreau, Director"),
+     ("p", "Signed for the Client: Tom Baker, Owner"), ("p", "Date: 3 March 2025")],
+)
+
+
+def make_contract_pdf(path: Path) -> None:
+    """A 4-page contract whose text is a text layer, not a picture (for the document reader)."""
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", "", "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+               "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold >>"]
+    kids = []
+    for page in CONTRACT_PAGES:
+        stream = contract_page_stream(page)
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+        objects.append("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                       f"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents {len(objects)} 0 R >>")
+        kids.append(len(objects))
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>"
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+
+
+def contract_page_stream(blocks: list) -> str:
+    """PDF drawing operators for one page: text lines top-down, tables as ruled cells."""
+    ops, y = [], 720
+    for kind, content in blocks:
+        if kind == "t":
+            y -= 12
+            for row_number, row in enumerate(content):
+                for column, cell in enumerate(row):
+                    x = 72 + column * 150
+                    ops += [f"{x} {y - 8} 150 26 re S", pdf_text(x + 8, y, "F2" if row_number == 0 else "F1", 12, cell)]
+                y -= 26
+            y -= 20
+            continue
+        size, font_name, gap = (20, "F2", 34) if kind == "h" else (12, "F1", 20)
+        ops.append(pdf_text(72, y, font_name, size, content))
+        y -= gap
+    return "\n".join(ops)
+
+
+def pdf_text(x: int, y: int, font_name: str, size: int, text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    return f"BT /{font_name} {size} Tf {x} {y} Td ({escaped}) Tj ET"
+
+
 def make_sketch(path: Path) -> None:
     """A hand-drawn-style wireframe of a sign-up page, for image to HTML."""
     image = Image.new("L", (800, 600), 255)
@@ -217,6 +286,7 @@ def main() -> None:
     make_speech(HERE / "speech.wav")
     make_clip(HERE / "clip.mp4")
     make_report_pdf(HERE / "report.pdf")
+    make_contract_pdf(HERE / "contract.pdf")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import gemma_demo.ui.files as ui_files
 
 INPUT = Path(__file__).resolve().parent.parent / "input"
 TINY_TOKENS = 8
-ENDPOINTS = {"/chat", "/export_chat", "/import_chat", "/detect", "/point", "/caption", "/ocr", "/html", "/transcribe", "/translate", "/ask_audio", "/video"}
+ENDPOINTS = {"/chat", "/export_chat", "/import_chat", "/detect", "/point", "/caption", "/ocr", "/ocr_document", "/html", "/transcribe", "/translate", "/ask_audio", "/video"}
 USER, PASSWORD = "ada", "correct-horse"
 CANCEL_TOKENS = 4000  # ~30 s on the tiny model: long enough that only Stop can end it early
 SHAPES_OBJECTS = ", ".join(SHAPES_PIXEL_BOXES)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from gemma_demo.cli.documents import add_document_arguments
 from gemma_demo.cli.types import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, Command
 from gemma_demo.engine.settings import DEFAULT_VIDEO_FRAME_BUDGET, IMAGE_BUDGETS, GenerationSettings
 from gemma_demo.tasks import caption, detection, html_page, ocr, transcription
+from gemma_demo.tasks.ocr_document import PDF_SUFFIX
 
 
 def _objects(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,7 @@ def _caption_args(parser: argparse.ArgumentParser) -> None:
 
 def _ocr_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=[m.value for m in ocr.OcrMode], default=ocr.OcrMode.MARKDOWN.value)
+    add_document_arguments(parser)
 
 
 def _html_args(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +98,8 @@ COMMANDS: dict[str, Command] = {
         lambda b, p, a, s: caption.caption(b, p, caption.CaptionPreset(a.preset), a.prompt, s),
     ),
     "ocr": Command(
-        "read text, Markdown or tables", IMAGE_SUFFIXES, lambda: ocr.DEFAULT_SETTINGS, _ocr_args,
+        "read text, Markdown or tables from pictures, or PDFs page by page", IMAGE_SUFFIXES | {PDF_SUFFIX},
+        lambda: ocr.DEFAULT_SETTINGS, _ocr_args,
         lambda b, p, a, s: ocr.ocr(b, p, ocr.OcrMode(a.mode), s),
     ),
     "html": Command(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gemma_demo.cli.agent import add_agent_parser, run_agent_command
 from gemma_demo.cli.commands import COMMANDS
+from gemma_demo.cli.documents import reads_documents, run_documents
 from gemma_demo.config import add_model_arguments, load_options_from
 from gemma_demo.errors import GemmaDemoError
 from gemma_demo.engine.settings import IMAGE_BUDGETS, GenerationSettings
@@ -130,6 +131,9 @@ def run_task(name: str, args: argparse.Namespace) -> int:
         print(f"error: no {name} inputs found in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_FAILED_INPUT
     cache = ModelCache()
+    if name == "ocr" and reads_documents(files, args):
+        read = run_documents(files, args, settings, lambda: cache.get(args.model, load_options_from(args)), args.mode)
+        return EXIT_OK if read else EXIT_FAILED_INPUT
     failed = 0
     for path in files:
         try:

@@ -86,13 +86,23 @@ def read_pdf(path: str | Path, mode: PdfMode = PdfMode.IMAGES, pages: str = "", 
     return list(pdf_pages(path, mode, pages, image_budget))
 
 
+def page_count(path: str | Path) -> int:
+    """How many pages a PDF has, read from its page tree: nothing is rendered."""
+    document = _open(path, Path(path).name)
+    try:
+        return len(document)
+    finally:
+        document.close()
+
+
 def pdf_pages(
-    path: str | Path, mode: PdfMode = PdfMode.IMAGES, pages: str = "", image_budget: int = 280
+    path: str | Path, mode: PdfMode = PdfMode.IMAGES, pages: str = "", image_budget: int = 280,
+    text_layer: bool = False,
 ) -> Iterator[PdfPage]:
     """The chosen pages one at a time, each rendered only when it is asked for (and its PDFium page closed).
 
     The range is checked before the first page is rendered; a consumer that stops early
-    renders nothing more.
+    renders nothing more. With `text_layer`, a page's picture comes with its own text ("" for a scan).
     """
     name = Path(path).name
     document = _open(path, name)
@@ -104,7 +114,7 @@ def pdf_pages(
         for number in numbers:
             page = document[number - 1]
             try:
-                yield PdfPage(number, image=_render(page, image_budget))
+                yield PdfPage(number, image=_render(page, image_budget), text=_page_text(page) if text_layer else "")
             finally:
                 page.close()
     finally:
@@ -152,12 +162,21 @@ def _render_size(size: tuple[float, float], image_budget: int) -> tuple[int, int
 
 
 def _text_pages(document: pdfium.PdfDocument, numbers: list[int], name: str) -> list[PdfPage]:
-    pages = [PdfPage(n, text=document[n - 1].get_textpage().get_text_bounded().strip()) for n in numbers]
+    pages = [PdfPage(n, text=_page_text(document[n - 1])) for n in numbers]
     if not any(page.text for page in pages):
         raise InvalidInputError(
             f"{name} has no text layer on these pages (a scan or pictures of text). Choose “pages as images” instead."
         )
     return pages
+
+
+def _page_text(page: pdfium.PdfPage) -> str:
+    """The page's text layer, stripped. `get_text_bounded`, not `get_text_range`: the latter is UCS-2 only."""
+    text_page = page.get_textpage()
+    try:
+        return text_page.get_text_bounded().strip()
+    finally:
+        text_page.close()
 
 
 def page_parts(pages: Iterable[PdfPage]) -> list[dict]:

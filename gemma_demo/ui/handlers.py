@@ -132,10 +132,11 @@ def read_document(backend: Backend, settings: GenerationSettings, image: str, mo
     """
     require(image, "Upload a picture of a document first, or pick an example below it.")
     for result in ocr(backend, image, member(OcrMode, mode), settings):
-        yield result.markdown, result.text, _table(result.tables), *progress(result.update)
+        yield result.markdown, result.text, first_table(result.tables), *progress(result.update)
 
 
-def _table(tables: tuple[Table, ...]) -> gr.Dataframe | None:
+def first_table(tables: tuple[Table, ...]) -> gr.Dataframe | None:
+    """The first table as data, labelled with how many there are (all of them are in the Markdown)."""
     if not tables:
         return None
     header, *rows = tables[0]

@@ -23,6 +23,7 @@ from gemma_demo.tasks import audio_question, caption, detection, html_page, ocr,
 from gemma_demo.tasks.tools.base import Tool
 from gemma_demo.ui.chat import chat_tab
 from gemma_demo.ui.components import ImageUpload
+from gemma_demo.ui.document import TEXT_LAYER_CHOICES, read_pages
 from gemma_demo.ui.endpoints import Endpoints, GpuWrapper
 from gemma_demo.ui.handlers import (
     ask_about_audio,
@@ -39,6 +40,7 @@ from gemma_demo.ui.settings import audio_note, build_settings_panel
 from gemma_demo.ui.wiring import MODEL_CONCURRENCY, MODEL_QUEUE, Wiring
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "input"
+DOCUMENT_EXAMPLE = "contract.pdf"
 TITLE = "Gemma 4 Studio"
 INTRO = (
     "# Gemma 4 Studio\n"
@@ -178,25 +180,38 @@ def caption_tab(wiring: Wiring) -> None:
 
 
 def ocr_tab(wiring: Wiring) -> None:
+    """One picture (Read), or a whole document page by page (Read document): a PDF or several pictures."""
     with gr.Tab("OCR"):
         with gr.Row():
             with gr.Column():
-                image = ImageUpload(label="Document", type="filepath")
+                image = ImageUpload(label="Picture of a page", type="filepath")
+                document = gr.File(label="Or a whole document: a PDF, or pictures of its pages in order",
+                                   file_count="multiple", file_types=[".pdf", "image"], type="filepath")
                 mode = gr.Radio(
                     [("Plain text", "text"), ("Markdown", "markdown"), ("Tables", "table")],
                     value="markdown", label="Read as",
                 )
-                run, stop = run_buttons("Read")
+                with gr.Row():
+                    pages = gr.Textbox(label="Pages", placeholder="every page, or e.g. 1-3, 5", max_length=200)
+                    text_layer = gr.Radio(TEXT_LAYER_CHOICES, value="off", label="A PDF page's own text", scale=2)
+                run, run_document, stop = run_buttons("Read", "Read document")
                 examples([("document.png", "markdown"), ("document.png", "table")], [image, mode])
+                if (EXAMPLES_DIR / DOCUMENT_EXAMPLE).exists():
+                    sample = [str(EXAMPLES_DIR / DOCUMENT_EXAMPLE)]
+                    gr.Examples([[sample, "markdown", "", "off"], [sample, "table", "2", "beside"]],
+                                inputs=[document, mode, pages, text_layer], label="Document examples")
             with gr.Column():
                 with gr.Tab("Rendered"):
                     rendered = gr.Markdown(label="Rendered", sanitize_html=True, header_links=False, container=True)
                 with gr.Tab("Raw text"):
                     raw = gr.Textbox(label="Raw text", show_label=False, lines=14, buttons=["copy"])
                 table = gr.Dataframe(label="Table", interactive=False, wrap=True)
+                downloads = gr.File(label="Document as Markdown and JSON", file_count="multiple")
                 extras = answer_extras()
         io = ([image, mode], [rendered, raw, table, *extras])
-        stop_on_click(stop, [wiring.run(run, read_document, ocr.DEFAULT_SETTINGS, io, "ocr")])
+        document_io = ([document, mode, pages, text_layer], [rendered, raw, table, downloads, *extras])
+        stop_on_click(stop, [wiring.run(run, read_document, ocr.DEFAULT_SETTINGS, io, "ocr"),
+                             wiring.run(run_document, read_pages, ocr.DEFAULT_SETTINGS, document_io, "ocr_document")])
 
 
 def audio_tab(wiring: Wiring, model: str) -> list[Component]:

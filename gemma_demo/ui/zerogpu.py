@@ -9,7 +9,9 @@ of a recording, the frames of a video. One model per Space: visitors cannot swit
 A chat turn (`/chat`, and the page's resend for retry and edit) is several model calls: one
 per round of the agent loop, each reading the whole conversation again (every picture, PDF
 page, 30 s of audio and video frame of the history and the new message), plus what each
-tool call runs; it asks for all of that, up to `MAX_CHAT_SECONDS`.
+tool call runs; it asks for all of that, up to `MAX_CHAT_SECONDS`. A document (`/ocr_document`)
+is one model call per page it reads, each reading one page picture; it asks for as many, up to
+`MAX_DOCUMENT_SECONDS`, and one cut off there keeps the pages it read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gemma_demo.media.pdf import PdfMode, survey_pdf
 from gemma_demo.media.timing import MAX_CLIP_SECONDS
 from gemma_demo.tasks.agent import DEFAULT_MAX_STEPS, MAX_STEPS_LIMIT
 from gemma_demo.tasks.conversation import PDF_MIME, ChatOptions, is_reasoning, media_type, parts_of
+from gemma_demo.tasks.ocr_document import DocumentRequest, chosen_pages
 from gemma_demo.tasks.tools.base import DEFAULT_TOOL_TIMEOUT_S
 from gemma_demo.tasks.tools.media import VIDEO_TOOL_FRAMES
 
@@ -44,6 +47,7 @@ CHAT_VIDEO_FRAMES = ChatOptions().video_frames  # a video in the chat is read as
 # may hold one GPU (5 minutes at most, by ZeroGPU's staff), while a turn cut off there keeps what
 # it streamed. An agent turn at the defaults (5 rounds of 1,024 tokens) reaches it.
 MAX_CHAT_SECONDS = 300
+MAX_DOCUMENT_SECONDS = MAX_CHAT_SECONDS  # the same ceiling, for the same reason
 
 Duration = Callable[..., int]
 
@@ -185,9 +189,27 @@ def _chat(model: str, settings: GenerationSettings, message: Any = None, history
     return chat_seconds(settings, media, bool(agent), tools or (), max_steps, bool(json_answer))
 
 
+def document_pages(document: Any, pages: str) -> int:
+    """How many pages a document request reads, counted as the task counts them (from headers).
+
+    A request the task will refuse (an unreadable file, a bad range, too many pages) counts as one.
+    """
+    files = [document] if isinstance(document, str) else list(document or ())
+    try:
+        return max(len(chosen_pages(DocumentRequest(tuple(files), pages=pages or None))), 1)
+    except (GemmaDemoError, OSError, ValueError):
+        return 1
+
+
+def _document(model: str, settings: GenerationSettings, document: Any = None, mode: Any = None, pages: Any = "",
+              *rest: Any) -> int:
+    count = document_pages(document, str(pages or ""))
+    return min(generation_seconds(settings, pieces=count, frames=count), MAX_DOCUMENT_SECONDS)
+
+
 # Each endpoint's duration, by API name; they take the wrapped function's arguments.
 DURATIONS: dict[str, Duration] = {"transcribe": _speech, "translate": _speech, "video": _video, "chat": _chat,
-                                  "chat_resend": _chat}
+                                  "chat_resend": _chat, "ocr_document": _document}
 
 
 def duration_for(api_name: str) -> Duration:

@@ -19,6 +19,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
             media.detect_objects,
             media.point_at,
             media.read_text,
+            media.read_document,
             media.transcribe,
             media.describe_video,
         ),

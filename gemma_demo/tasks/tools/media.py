@@ -116,6 +116,27 @@ def read_text(attachment: str, image_budget: int = 0) -> ToolOutput:
     return ToolOutput({"markdown": result.text}, stats=result.update.stats)
 
 
+def read_document(attachment: str, pages: str = "") -> ToolOutput:
+    """Read an attached PDF page by page, as Markdown (each page read at 1120 image tokens).
+
+    Args:
+        attachment: The PDF: its number (0 is the first upload) or its file name.
+        pages: Which pages, e.g. "1-3, 5" (counted from 1); empty reads every page.
+    """
+    from gemma_demo.tasks.ocr_document import DEFAULT_SETTINGS, DocumentRequest, is_pdf
+    from gemma_demo.tasks.ocr_document import read_document as read_pages
+
+    backend, settings = _settings(DEFAULT_SETTINGS)
+    path = attachment_path(attachment)
+    if not is_pdf(path):
+        raise ToolError(f"{path.name} is not a PDF; read a picture with read_text.")
+    final = _finished(read_pages(backend, DocumentRequest((path,), pages=pages or None, settings=settings)))
+    stats = None
+    for page in final.pages:
+        stats = page.stats if stats is None else stats.followed_by(page.stats)
+    return ToolOutput({"pages": [{"page": page.page, "markdown": page.text} for page in final.pages]}, stats=stats)
+
+
 def transcribe(attachment: str, language: str = "English") -> ToolOutput:
     """Write down what is said in an attached audio or video file.
 
