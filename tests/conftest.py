@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -16,6 +17,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py does; see docs/
 _UPLOADS = tempfile.mkdtemp(prefix="gemma-demo-tests-gradio-")
 os.environ.setdefault("GRADIO_TEMP_DIR", _UPLOADS)
 atexit.register(shutil.rmtree, _UPLOADS, True)
+# Quantized layers kept by `--quantize` loads (engine/quantized_store.py): this session's own.
+_QUANTIZED = tempfile.mkdtemp(prefix="gemma-demo-tests-quantized-")
+os.environ.setdefault("GEMMA_DEMO_QUANTIZED_CACHE", _QUANTIZED)
+atexit.register(shutil.rmtree, _QUANTIZED, True)
 
 import pytest  # noqa: E402
 
@@ -25,7 +30,8 @@ from gemma_demo.engine.options import LoadOptions  # noqa: E402
 
 def pytest_addoption(parser):
     parser.addoption("--update-readme-screenshot", action="store_true",
-                     help="copy the browser tests' screenshots to docs/screenshot.png and docs/chat.png")
+                     help="copy the browser tests' screenshots to docs/screenshot.png, docs/chat.png "
+                          "and docs/documents.png")
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +126,32 @@ def vllm_python():
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the vLLM tests, but vLLM's venv could not be built: {error}")
         pytest.skip(f"vLLM's venv could not be built here, so the vLLM tests did not run: {error}")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Start llama.cpp's build (minutes, once per machine) as soon as a test that needs it is
+    collected, so that it runs beside the other tests instead of before its own."""
+    if any("llama_cpp" in getattr(item, "fixturenames", ()) for item in items):
+        threading.Thread(target=_build_llama_cpp_early, name="llama.cpp build", daemon=True).start()
+
+
+def _build_llama_cpp_early() -> None:
+    from llama_server import LlamaCppUnavailableError, ensure_llama_cpp
+
+    try:
+        ensure_llama_cpp()
+    except LlamaCppUnavailableError:
+        pass  # the `llama_cpp` fixture builds again and reports why
+
+
+@pytest.fixture(scope="session")
+def llama_cpp():
+    """llama.cpp's binaries and converter (`tests/llama_server.py`), built on first use; CI must have them."""
+    from llama_server import LlamaCppUnavailableError, ensure_llama_cpp
+
+    try:
+        return ensure_llama_cpp()
+    except LlamaCppUnavailableError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the llama.cpp tests, but llama.cpp could not be built: {error}")
+        pytest.skip(f"llama.cpp could not be built here, so the llama.cpp tests did not run: {error}")

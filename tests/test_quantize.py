@@ -25,6 +25,7 @@ from gemma_demo.engine.base import Message, last_update
 from gemma_demo.engine.cache import ModelCache
 from gemma_demo.engine.cpu_decode import speed_up_cpu_decoding
 from gemma_demo.engine.loading import resolve_source
+from gemma_demo.engine import quantize as quantize_module
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.quantize import (
     Int8Linear,
@@ -169,3 +170,39 @@ def test_mixture_of_experts_blocks_are_quantized_expert_by_expert(tiny_options, 
         with torch.no_grad():
             expected, got = experts(x, top_k, weights).float(), replaced(x, top_k, weights).float()
         assert ((got - expected).norm() / expected.norm()).item() < EXPERT_BOUNDS[setting], name
+
+
+def test_a_second_load_maps_the_kept_layers_instead_of_quantizing(tiny_options, monkeypatch, tmp_path):
+    """The layers quantized by the first load are kept on disk; the next load maps them, same answer."""
+    monkeypatch.setenv("GEMMA_DEMO_QUANTIZED_CACHE", str(tmp_path))
+    options = LoadOptions(tiny_root=tiny_options.tiny_root, quantize="int4")
+    settings = GenerationSettings(sampling=False, max_new_tokens=8)
+    first = ModelCache().get("tiny", options)
+    kept = list(tmp_path.glob("*.pt"))
+    assert len(kept) == 1
+    answer = last_update(first.stream(HELLO, settings)).answer
+
+    calls = []
+    real = quantize_module.quantized_linear
+    monkeypatch.setattr(quantize_module, "quantized_linear", lambda *a: calls.append(a) or real(*a))
+    second = ModelCache().get("tiny", options)
+    assert calls == []
+    assert last_update(second.stream(HELLO, settings)).answer == answer
+    head = dict(second.model.named_modules())["lm_head"].weight
+    assert type(head) is not nn.Parameter  # still the quantized head, read from the kept file
+
+    # Another setting, or a changed checkpoint, is never served from that file.
+    int8 = ModelCache().get("tiny", LoadOptions(tiny_root=tiny_options.tiny_root, quantize="int8"))
+    assert isinstance(dict(int8.model.named_modules())["lm_head"], Int8Linear)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_a_damaged_kept_file_is_quantized_again(tiny_options, monkeypatch, tmp_path):
+    monkeypatch.setenv("GEMMA_DEMO_QUANTIZED_CACHE", str(tmp_path))
+    options = LoadOptions(tiny_root=tiny_options.tiny_root, quantize="int8")
+    ModelCache().get("tiny", options)
+    (kept,) = tmp_path.glob("*.pt")
+    kept.write_bytes(b"not a torch file")
+    backend = ModelCache().get("tiny", options)
+    assert isinstance(dict(backend.model.named_modules())["lm_head"], Int8Linear)
+    assert kept.stat().st_size > 1000  # written again

@@ -16,6 +16,7 @@ from gemma_demo.engine.load_errors import explain
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.progress import DownloadBar
 from gemma_demo.engine.quantize import quantize_decoder, weight_bytes
+from gemma_demo.engine.quantized_store import store_path
 from gemma_demo.engine.registry import capabilities_from_config, find_known, is_tiny, tiny_variant
 from gemma_demo.engine.towers import towers_in_float32_if_faster
 
@@ -117,6 +118,12 @@ def load_local_backend(name: str, options: LoadOptions):
     device = pick_device(options.device)
     dtype = pick_dtype(device, options.dtype)
     where = placement(device, options)
+    # A GPU may not hold the bf16 weights that int4 makes fit: read them on the CPU (mapped from
+    # disk, so host memory holds only what is being quantized), quantize there layer by layer.
+    late_move = options.quantize != "off" and device != "cpu" and not options.offload
+    drafter_map = where["device_map"]
+    if late_move:
+        where = {"device_map": "cpu"}
     temporary = None if options.offload_folder else where.get("offload_folder")
     log.info("Loading %s from %s on %s (%s)", name, source, device, dtype)
     try:
@@ -130,8 +137,11 @@ def load_local_backend(name: str, options: LoadOptions):
     if temporary:
         weakref.finalize(model, shutil.rmtree, temporary, True)
     model.eval()
-    drafter, draft_note = load_drafter(name, source, options, dtype=dtype, device_map=where["device_map"])
-    quantization = quantize_decoder(model, options.quantize)
+    drafter, draft_note = load_drafter(name, source, options, dtype=dtype, device_map=drafter_map)
+    store = store_path(folder, options.quantize, device) if options.quantize != "off" else None
+    quantization = quantize_decoder(model, options.quantize, store, device=device if late_move else None)
+    if late_move:
+        model.to(device)
     if device == "cpu":
         if towers_in_float32_if_faster(model):
             log.info("The vision and audio towers run in float32: bf16 products are slower on this CPU")

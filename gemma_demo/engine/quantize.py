@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gemma_demo.engine.options import QUANTIZE_CHOICES
+from gemma_demo.engine.quantized_store import load_layers, save_layers
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +127,14 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def quantized_linear(linear: nn.Linear, setting: str) -> nn.Module | None:
+def quantized_linear(linear: nn.Linear, setting: str, device: str | None = None) -> nn.Module | None:
     """`linear` with `setting`'s weights (the same module where torchao swaps its weight), or
-    None where no packed layout fits its shape."""
+    None where no packed layout fits its shape. With `device`, the layer moves there first:
+    a model too large for its GPU in bf16 is read on the CPU and quantized layer by layer."""
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
+    if device is not None and linear.weight.device.type != device:
+        linear.to(device)
     device = linear.weight.device.type
     if setting == "int8" and device == "cpu":
         return Int8Linear(linear)
@@ -151,12 +156,12 @@ class QuantizedExperts(nn.Module):
     loop as transformers' eager experts (`Gemma4TextExperts.forward`).
     """
 
-    def __init__(self, experts: nn.Module, setting: str):
+    def __init__(self, experts: nn.Module, setting: str, device: str | None = None):
         super().__init__()
         self.num_experts = experts.num_experts
         self.act_fn = experts.act_fn
-        self.gate_up = nn.ModuleList(_expert_linear(w, setting) for w in experts.gate_up_proj)
-        self.down = nn.ModuleList(_expert_linear(w, setting) for w in experts.down_proj)
+        self.gate_up = nn.ModuleList(_expert_linear(w, setting, device) for w in experts.gate_up_proj)
+        self.down = nn.ModuleList(_expert_linear(w, setting, device) for w in experts.down_proj)
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
@@ -172,9 +177,9 @@ class QuantizedExperts(nn.Module):
         return final
 
 
-def _expert_linear(weight: torch.Tensor, setting: str) -> nn.Module:
+def _expert_linear(weight: torch.Tensor, setting: str, device: str | None) -> nn.Module:
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta", dtype=weight.dtype)
-    linear.weight = nn.Parameter(weight.detach(), requires_grad=False)
+    linear.weight = nn.Parameter(weight.detach().to(device or weight.device), requires_grad=False)
     return quantized_linear(linear, setting) or linear
 
 
@@ -184,38 +189,56 @@ def expert_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(getattr(module, "gate_up_proj", None), torch.Tensor) and hasattr(module, "down_proj")]
 
 
-def quantize_decoder(model: nn.Module, setting: str) -> Quantization | None:
+def quantize_decoder(model: nn.Module, setting: str, store: Path | None = None,
+                     device: str | None = None) -> Quantization | None:
     """Quantize `model`'s text decoder in place (its linear layers and experts); None for `off`.
 
     The LM head of Gemma 4 shares its weight with the token embedding: `quantize_` gives the
     head a new, quantized parameter, and the embedding keeps reading rows from the original.
+    With `store`, layers kept there by an earlier load replace the bf16 ones untouched, and
+    layers quantized now are kept there (`quantized_store`). With `device`, each new layer is
+    made there (see `quantized_linear`).
     """
     if setting not in QUANTIZE_CHOICES:
         raise ValueError(f"--quantize takes {', '.join(QUANTIZE_CHOICES)}, not {setting!r}")
     if setting == "off":
         return None
-    linears = decoder_linears(model)
-    before = sum(weight_bytes(module) for _, module in linears)
-    after = layers = skipped = 0
-    for name, linear in linears:
-        offloaded = linear.weight.device.type == "meta" or hasattr(linear, "_hf_hook")
-        quantized = None if offloaded else quantized_linear(linear, setting)
-        if quantized is None:  # accelerate streams offloaded weights in as stored; odd shapes stay too
-            skipped += 1
-            after += weight_bytes(linear)
-            continue
-        _replace(model, name, quantized)
-        after += weight_bytes(quantized)
-        layers += 1
-    for name, experts in expert_blocks(model):
-        before += weight_bytes(experts)
-        quantized = QuantizedExperts(experts, setting)
-        _replace(model, name, quantized)
-        after += weight_bytes(quantized)
-        layers += 2 * quantized.num_experts
-    cpu = next(model.parameters()).device.type == "cpu"
+    targets: dict[str, nn.Module] = {**dict(decoder_linears(model)), **dict(expert_blocks(model))}
+    sizes = {name: weight_bytes(module) for name, module in targets.items()}  # torchao swaps weights in place
+    layers = load_layers(store)
+    if layers is None or not set(layers) <= set(targets):
+        layers = _quantized_layers(targets, setting, device)
+        if not any(_offloaded(module) for module in targets.values()):
+            save_layers(store, layers)
+    for name, module in layers.items():
+        _replace(model, name, module)
+    before = sum(sizes.values())
+    after = before + sum(weight_bytes(module) - sizes[name] for name, module in layers.items())
+    count = sum(2 * module.num_experts if isinstance(module, QuantizedExperts) else 1 for module in layers.values())
+    skipped = sum(1 for name in targets if name not in layers)
+    cpu = (device or next(model.parameters()).device.type) == "cpu"
     method = {"int8": "torch int8 kernel, per-row scales" if cpu else "torchao int8 weights",
               "int4": "torchao int4, groups of 32-128"}[setting]
-    result = Quantization(setting, method, layers, skipped, before, after)
+    result = Quantization(setting, method, count, skipped, before, after)
     log.info("Quantized the text decoder: %s", result.describe())
     return result
+
+
+def _offloaded(module: nn.Module) -> bool:
+    """Left where accelerate put it (disk, or streamed in by a hook): quantizing would load it whole."""
+    return hasattr(module, "_hf_hook") or any(p.device.type == "meta" for p in module.parameters())
+
+
+def _quantized_layers(targets: dict[str, nn.Module], setting: str, device: str | None) -> dict[str, nn.Module]:
+    """The new layers by name; a layer no packed layout fits, or an offloaded one, is left out."""
+    layers = {}
+    for name, module in targets.items():
+        if _offloaded(module):
+            continue
+        if isinstance(module, nn.Linear):
+            quantized = quantized_linear(module, setting, device)
+        else:
+            quantized = QuantizedExperts(module, setting, device)
+        if quantized is not None:
+            layers[name] = quantized
+    return layers

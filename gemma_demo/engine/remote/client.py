@@ -11,7 +11,8 @@ it in the delta's `reasoning` field instead) and a video as one item of sampled 
 (`media_io_kwargs`, see `encode`). transformers serve refuses unknown fields with HTTP 422.
 Such a refusal is safe to answer by sending the request again without them (nothing was
 generated), and the backend then stops sending them to that server. vLLM's own refusals
-(prompt too long, no audio tower, too many images) are told by `refusals`.
+(prompt too long, no audio tower, too many images) are told by `refusals`, llama-server's
+by `llama_cpp`, which also says how it reads pictures and videos differently.
 
 The client may retry connecting (the server restarting, a load balancer between replicas)
 but never a stream that has started: that would repeat work and text. Closing the update
@@ -42,6 +43,7 @@ from gemma_demo.engine.remote.encode import (
     video_io_kwargs,
     videos_in,
 )
+from gemma_demo.engine.remote.llama_cpp import BUDGET_NOTE, is_llama_cpp
 from gemma_demo.engine.remote.refusals import explain_refusal
 from gemma_demo.engine.registry import ModelCapabilities, capabilities_for_name, find_known
 from gemma_demo.engine.settings import GenerationSettings
@@ -64,6 +66,8 @@ HTTP_NOT_FOUND = 404
 HTTP_TOO_LARGE = 413
 HTTP_BUSY = 429
 HTTP_SERVER_ERROR = 500
+# llama-server answers some refusals (a picture to a server without --mmproj) with HTTP 500.
+REFUSAL_STATUSES = (*BAD_REQUEST_STATUSES, HTTP_SERVER_ERROR)
 
 
 def load_openai_backend(name: str, options: LoadOptions) -> OpenAIBackend:
@@ -97,6 +101,7 @@ class OpenAIBackend:
     client: openai.OpenAI
     capabilities: ModelCapabilities
     send_vllm_fields: bool = True
+    llama_cpp: bool | None = None  # asked on the first request with pictures or a video (`llama_cpp`)
 
     @property
     def server(self) -> str:
@@ -105,8 +110,9 @@ class OpenAIBackend:
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
         check_capabilities(messages, self.capabilities, self.name)
         messages = with_system_prompt(messages, settings)
-        state = StreamState(started=time.perf_counter())
-        response = self._open(messages, settings)
+        llama_cpp = self._on_llama_cpp(messages, settings)
+        state = StreamState(started=time.perf_counter(), status=BUDGET_NOTE if llama_cpp else "")
+        response = self._open(messages, settings, llama_cpp)
         try:
             for chunk in self._chunks(response):
                 if state.add(chunk):
@@ -115,9 +121,18 @@ class OpenAIBackend:
         finally:
             response.close()
 
-    def _open(self, messages: list[Message], settings: GenerationSettings) -> openai.Stream[ChatCompletionChunk]:
+    def _on_llama_cpp(self, messages: list[Message], settings: GenerationSettings) -> bool:
+        """True for a request with pictures or a video to llama-server, which reads them its own way."""
+        if visual_budget(messages, settings) is None:
+            return False
+        if self.llama_cpp is None:
+            self.llama_cpp = is_llama_cpp(self.client)
+        return bool(self.llama_cpp)
+
+    def _open(self, messages: list[Message], settings: GenerationSettings,
+              llama_cpp: bool) -> openai.Stream[ChatCompletionChunk]:
         try:
-            return self._create(messages, settings)
+            return self._create(messages, settings, llama_cpp)
         except openai.APIStatusError as error:
             if not (self.send_vllm_fields and refuses_vllm_fields(error)):
                 raise self.explain(error) from error
@@ -125,12 +140,15 @@ class OpenAIBackend:
             raise self.explain(error) from error
         log.warning("%s refuses vLLM's fields %s; sending without them", self.server, VLLM_ONLY_FIELDS)
         self.send_vllm_fields = False
-        return self._open(messages, settings)
+        return self._open(messages, settings, llama_cpp)
 
-    def _create(self, messages: list[Message], settings: GenerationSettings) -> openai.Stream[ChatCompletionChunk]:
-        # vLLM takes one set of `media_io_kwargs` per request, so only a lone video goes as a video.
+    def _create(self, messages: list[Message], settings: GenerationSettings,
+                llama_cpp: bool) -> openai.Stream[ChatCompletionChunk]:
+        # vLLM takes one set of `media_io_kwargs` per request, so only a lone video goes as a video;
+        # llama.cpp reads a data URL as one file, so to it a video goes as its stamped frames.
         videos = videos_in(messages)
-        form = VideoForm.JPEG_LIST if self.send_vllm_fields and len(videos) == 1 else VideoForm.FRAMES
+        as_one = self.send_vllm_fields and len(videos) == 1 and not llama_cpp
+        form = VideoForm.JPEG_LIST if as_one else VideoForm.FRAMES
         video_io = video_io_kwargs(videos[0]) if form is VideoForm.JPEG_LIST else None
         options = request_options(settings, visual_budget(messages, settings), self.send_vllm_fields, video_io)
         return self.client.chat.completions.create(
@@ -199,14 +217,14 @@ class OpenAIBackend:
             )
         if status == HTTP_BUSY:
             return GenerationError(f"The server at {self.server} is busy. Try again in a moment.")
+        refusal = explain_refusal(detail, self.name) if status in REFUSAL_STATUSES else None
+        if refusal is not None:
+            return refusal
         if status >= HTTP_SERVER_ERROR:
             return GenerationError(
                 f"The model server at {self.server} failed (HTTP {status}: {detail}). "
                 "Try again; if it repeats, look at the server's log."
             )
-        refusal = explain_refusal(detail, self.name) if status in BAD_REQUEST_STATUSES else None
-        if refusal is not None:
-            return refusal
         if status in BAD_REQUEST_STATUSES:
             return InvalidInputError(
                 f"The model server refused the request: {detail}. If it is about size, use fewer "
@@ -232,6 +250,7 @@ class StreamState:
     """What a stream has brought so far; chunks may carry reasoning in a field or inline."""
 
     started: float
+    status: str = ""
     content: str = ""
     reasoning: str = ""
     text_chunks: int = 0
@@ -271,7 +290,8 @@ class StreamState:
         new_tokens = self.completion_tokens if self.completion_tokens is not None else self.text_chunks
         stats = Stats.timed(self.prompt_tokens or 0, new_tokens, self.started, self.first_text_at, time.perf_counter())
         calls = tuple(server_call(self.calls[index], done) for index in sorted(self.calls))
-        return Update(answer=split.answer, reasoning=reasoning, stats=stats, done=done, tool_calls=calls)
+        return Update(answer=split.answer, reasoning=reasoning, stats=stats, done=done, tool_calls=calls,
+                      status=self.status)
 
 
 def server_call(call: dict[str, str], done: bool) -> ToolCall:

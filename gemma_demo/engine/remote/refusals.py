@@ -2,7 +2,8 @@
 and what to change, in the app or in the server's flags.
 
 The patterns follow the messages vLLM 0.32 writes (its OpenAI server puts them in
-`{"error": {"message": ...}}`); a message none of them matches is shown as the server wrote it.
+`{"error": {"message": ...}}`); llama-server's are told by `llama_cpp`. A message none of
+them matches is shown as the server wrote it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from collections.abc import Callable
 
 from gemma_demo.engine.base import audio_unsupported_message
+from gemma_demo.engine.remote import llama_cpp
 from gemma_demo.errors import CapabilityError, GemmaDemoError, InvalidInputError
 
 Explain = Callable[[re.Match[str], str], GemmaDemoError]
@@ -61,12 +63,12 @@ REFUSALS: tuple[tuple[re.Pattern[str], Explain], ...] = (
 
 
 def explain_refusal(message: str, model: str) -> GemmaDemoError | None:
-    """The refusal in the app's words, or None when it is not one of vLLM's known ones."""
+    """The refusal in the app's words, or None when it is not one of vLLM's or llama.cpp's known ones."""
     for pattern, explain in REFUSALS:
         match = pattern.search(message)
         if match:
             return explain(match, model)
-    return None
+    return llama_cpp.explain_refusal(message)
 
 
 __all__ = ["explain_refusal"]
