@@ -6,7 +6,7 @@ the same folder llama.cpp converts (`benchmarks.llama_cpp`):
   and for int4 ones, in alternating pairs (the layers are kept side by side, so each pair shares
   the machine's load of its moment);
 - P19: a 256-token text prompt read (one forward, as `llama-bench -p 256`) per setting;
-- P7 per setting: the decode against the machine's copy bandwidth over the bytes a token reads;
+- P7q, P7 per setting: the decode against the machine's copy bandwidth over the bytes a token reads;
 - the profile of one decode step per setting: the time in matrix products and the rest;
 - P17, P17b and P19 against `llama-bench` of the same folder (Q4_0 and BF16), right after;
 - P18: the peak RSS of `python -m gemma_demo caption` per setting, each in a fresh process;
@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from benchmarks.real_size import run_cli
 from gemma_demo.engine.loading import load_local_backend
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.quantize import decoder_linears, quantized_linear, weight_bytes
+from gemma_demo.engine.quantized_store import STORE_ENV
 
 SETTINGS = ("int8", "int4")
 P16_TARGET = Target(2.0, at_most=False)
@@ -232,7 +235,7 @@ def speed_rows(reps: int) -> tuple[list[Row], dict[str, dict[str, float]]]:
         per_token = swapper.read_per_token(setting)
         ideal = per_token / bandwidth
         name = setting if setting != "off" else "bf16"
-        rows.append(Row("P7", f"real-size E2B decode vs bandwidth, {name}",
+        rows.append(Row("P7q", f"real-size E2B decode vs bandwidth, {name}",
                         f"{measured[setting]['decode']:.2f} tok/s",
                         f"{1 / ideal:.2f} tok/s = {per_token / GB:.2f} GB/token ÷ {bandwidth / GB:.1f} GB/s copy",
                         ideal * measured[setting]["decode"], P7_TARGET,
@@ -253,19 +256,25 @@ def memory_rows() -> list[Row]:
     arguments = ["caption", str(ROOT_INPUT / "scene.jpg"), "--model", folder, "--image-budget", "280",
                  "--max-new-tokens", "24"]
     runs, first_starts = {}, {}
-    for setting in ("off", *SETTINGS):
-        for start in ("first", "later") if setting != "off" else ("later",):
-            run = run_cli([*arguments, "--quantize", setting])
-            if run.error:
-                raise RuntimeError(f"caption with --quantize {setting}: {run.error}")
-            (first_starts if start == "first" else runs)[setting] = run
+    kept = os.environ.get(STORE_ENV)
+    with tempfile.TemporaryDirectory() as store:
+        os.environ[STORE_ENV] = store  # an empty store: the first start really quantizes
+        try:
+            for setting in ("off", *SETTINGS):
+                for start in ("first", "later") if setting != "off" else ("later",):
+                    run = run_cli([*arguments, "--quantize", setting])
+                    if run.error:
+                        raise RuntimeError(f"caption with --quantize {setting}: {run.error}")
+                    (first_starts if start == "first" else runs)[setting] = run
+        finally:
+            os.environ.pop(STORE_ENV) if kept is None else os.environ.update({STORE_ENV: kept})
     rows = []
     for setting, run in runs.items():
         stats = run.line["stats"]
         rate = stats["tokens_per_second"]
         peak, base = run.peak_rss, runs["off"].peak_rss
         first = first_starts.get(setting)
-        rows.append(Row("P18" if setting != "off" else "S",
+        rows.append(Row("P18",
                         f"real-size E2B caption through the CLI, {setting if setting != 'off' else 'bf16'}"
                         + (" (peak RSS ÷ bf16)" if setting != "off" else ""),
                         f"peak RSS {peak / GB:.2f} GB", f"{base / GB:.2f} GB" if setting != "off" else "",

@@ -67,7 +67,7 @@ def chat_turn(
         pdf_mode: "images" to show the model each PDF page as a picture, "text" for the PDF's own text.
         pdf_pages: Which PDF pages to use, like "1-3, 7"; empty for all.
         agent: Run the agent loop: the model may call `tools` before it answers; every step is in the history.
-        tools: Names of the tools the agent may call (detect_objects, point_at, read_text, transcribe, describe_video, calculate, current_time).
+        tools: Names of the tools the agent may call (detect_objects, point_at, read_text, read_document, transcribe, describe_video, calculate, current_time).
         max_steps: The most model calls in the agent loop (1-20).
         json_answer: Make the final answer JSON that matches `json_schema` (constrained decoding on the local backend).
         json_schema: The JSON Schema of the answer, as text.
