@@ -161,7 +161,8 @@ def served_config(app) -> tuple[dict[int, dict], list[dict]]:
 def test_model_output_reaches_only_text_safe_components_and_html_only_the_preview(app):
     components, dependencies = served_config(app)
     endpoints = {d["api_name"]: d for d in dependencies if d["api_name"] in {e.strip("/") for e in ui_api(app)}}
-    assert len(endpoints) == 12  # the nine task tabs and /chat, /export_chat, /import_chat
+    assert len(endpoints) == 13  # the nine task tabs, /ocr_document, /chat, /export_chat, /import_chat
+    assert "ocr_document" in endpoints
     html_writers = set()
     for name, dependency in endpoints.items():
         for output in dependency["outputs"]:
