@@ -1,5 +1,6 @@
 """The streaming engine with the tiny model: every modality streams, Stop stops, errors surface."""
 
+import functools
 import queue
 import time
 from dataclasses import dataclass
@@ -221,3 +222,30 @@ def test_the_first_token_is_announced_even_before_it_makes_text(tiny_backend, mo
     assert (updates[0].stats.new_tokens, updates[0].answer) == (1, "")
     assert updates[-1].done and updates[-1].answer == "€"
     assert all(u.answer in ("", "€") for u in updates)
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_an_answer_never_holds_a_media_placeholder(tiny_backend, monkeypatch, kind):
+    """A model that would write `<|image|>` (the tiny one samples it now and then) must not:
+    a restarted batch prefills the answer so far with the row's pictures, and one placeholder
+    too many fails the whole batch ("Image features and image tokens do not match")."""
+    from gemma_demo.engine.batching.requests import Request
+
+    placeholders = (tiny_backend.processor.image_token_id, tiny_backend.processor.audio_token_id)
+    forward = tiny_backend.model.forward
+
+    @functools.wraps(forward)  # generate reads the forward's signature
+    def preferring_placeholders(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits[..., placeholders[0]] += 1e4
+        out.logits[..., placeholders[1]] += 1e4
+        return out
+
+    received = []
+    receive = Request.receive
+    monkeypatch.setattr(tiny_backend.model, "forward", preferring_placeholders)
+    monkeypatch.setattr(Request, "receive", lambda self, token, now: received.append(token) or receive(self, token, now))
+    update = last_update(tiny_backend.stream(PROMPTS[kind](), GenerationSettings(sampling=False, max_new_tokens=4)))
+    assert update.stats.new_tokens == 4
+    assert len(received) == 4
+    assert not set(received) & set(placeholders)

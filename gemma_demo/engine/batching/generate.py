@@ -6,7 +6,12 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from gemma_demo.engine.batching.requests import READING, Batch
@@ -73,10 +78,36 @@ class _RowConstraints(LogitsProcessor):
         return scores
 
 
-def _constraints(batch: Batch) -> dict:
-    if all(request.constraint is None for request in batch.requests):
-        return {}
-    return {"logits_processor": LogitsProcessorList([_RowConstraints(batch)])}
+def _logits_processors(model, batch: Batch) -> dict:
+    """Media placeholders suppressed for every row, and each row's grammar where it has one.
+
+    An answer must never hold `<|image|>` (or the audio and video placeholders): a batch that
+    restarts prefills each row's prompt plus what it has written so far, with the row's
+    media, and one placeholder too many fails the whole batch ("Image features and image
+    tokens do not match"). The tiny model sampled one now and then.
+    """
+    processors = [_NoPlaceholders(placeholder_ids(model.config))]
+    if any(request.constraint is not None for request in batch.requests):
+        processors.append(_RowConstraints(batch))
+    return {"logits_processor": LogitsProcessorList(processors)}
+
+
+class _NoPlaceholders(LogitsProcessor):
+    """transformers' `SuppressTokensLogitsProcessor` by another type: `generate` drops the one
+    it builds from `suppress_tokens` when a processor of the same type is passed in."""
+
+    def __init__(self, ids: list[int]):
+        self.ids = ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores[:, self.ids] = -float("inf")
+        return scores
+
+
+def placeholder_ids(config) -> list[int]:
+    """The media placeholder tokens a Gemma 4 config names."""
+    names = ("image_token_id", "audio_token_id", "video_token_id")
+    return sorted({i for name in names if (i := getattr(config, name, None)) is not None})
 
 
 def run_generate(
@@ -127,7 +158,7 @@ def _encode_and_generate(model, batch: Batch, pad_token_id: int, take_more, join
                 stopping_criteria=StoppingCriteriaList([_RowStops(batch, take_more)]),
                 pad_token_id=pad_token_id,
                 **requests[0].generation,
-                **_constraints(batch),
+                **_logits_processors(model, batch),
                 **extra,
                 **drafting,
             )
