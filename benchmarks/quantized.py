@@ -36,7 +36,13 @@ from benchmarks.models import real_size_checkpoint, small_checkpoint
 from benchmarks.real_size import run_cli
 from gemma_demo.engine.loading import load_local_backend
 from gemma_demo.engine.options import LoadOptions
-from gemma_demo.engine.quantize import decoder_linears, quantized_linear, weight_bytes
+from gemma_demo.engine.quantize import (
+    decoder_linears,
+    quantize_decoder,
+    quantized_linear,
+    replace_module,
+    weight_bytes,
+)
 from gemma_demo.engine.quantized_store import STORE_ENV
 
 SETTINGS = ("int8", "int4")
@@ -61,11 +67,6 @@ class Variant:
     layers: dict[str, nn.Module]
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def variant(model: nn.Module, setting: str) -> Variant:
     """Quantized copies of `model`'s decoder layers; the model itself is left as it is."""
     layers = {}
@@ -86,7 +87,7 @@ class Swapper:
 
     def use(self, setting: str) -> nn.Module:
         for name, module in self.variants[setting].layers.items():
-            _replace(self.model, name, module)
+            replace_module(self.model, name, module)
         return self.model
 
     def read_per_token(self, setting: str) -> int:
@@ -303,9 +304,7 @@ def accuracy_rows() -> list[Row]:
         expected = backend.model(input_ids=greedy).logits[:, ids.shape[1] - 1:-1].float()
         for setting in SETTINGS:
             model = copy.deepcopy(backend.model)
-            for name, linear in decoder_linears(model):
-                if (quantized := quantized_linear(linear, setting)) is not None:
-                    _replace(model, name, quantized)
+            quantize_decoder(model, setting)
             got = model(input_ids=greedy).logits[:, ids.shape[1] - 1:-1].float()
             agree = (got.argmax(-1) == greedy[:, ids.shape[1]:]).float().mean().item()
             error = ((got - expected).norm() / expected.norm()).item()

@@ -122,7 +122,8 @@ def weight_bytes(module: nn.Module) -> int:
     return total
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where `model`'s submodule `name` was."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
@@ -211,7 +212,7 @@ def quantize_decoder(model: nn.Module, setting: str, store: Path | None = None,
         if not any(_offloaded(module) for module in targets.values()):
             save_layers(store, layers)
     for name, module in layers.items():
-        _replace(model, name, module)
+        replace_module(model, name, module)
     before = sum(sizes.values())
     after = before + sum(weight_bytes(module) - sizes[name] for name, module in layers.items())
     count = sum(2 * module.num_experts if isinstance(module, QuantizedExperts) else 1 for module in layers.values())
