@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_server import _healthy, _locked, _tail, free_port
+from vllm_server import _locked, _tail, free_port, wait_until_healthy
 
 SDIST = "llama-cpp-python==0.3.36"
 VENDORED = "vendor/llama.cpp"  # inside the sdist's top folder
@@ -254,20 +254,8 @@ class LlamaServer:
 
     def wait_healthy(self, deadline_s: float = HEALTH_DEADLINE_S) -> None:
         """Until /health answers 200 (503 while the model loads)."""
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LlamaServerStartError(
-                    f"llama-server exited with code {self.process.returncode} while starting. "
-                    f"Its log, {self.log_path}, ends:\n{self.log_tail()}"
-                )
-            if _healthy(f"{self.url}/health"):
-                return
-            time.sleep(HEALTH_POLL_S)
-        raise LlamaServerStartError(
-            f"llama-server did not answer /health within {deadline_s:.0f} s. "
-            f"Its log, {self.log_path}, ends:\n{self.log_tail()}"
-        )
+        wait_until_healthy(self.process, f"{self.url}/health", "llama-server", self.log_path,
+                           LlamaServerStartError, deadline_s, HEALTH_POLL_S)
 
     def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         """SIGTERM, then SIGKILL if it hangs."""

@@ -237,20 +237,8 @@ class VllmServer:
         return _tail(self.log_path, chars)
 
     def wait_healthy(self, deadline_s: float = HEALTH_DEADLINE_S) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise VllmStartError(
-                    f"vLLM exited with code {self.process.returncode} while starting. "
-                    f"Its log, {self.log_path}, ends:\n{self.log_tail()}"
-                )
-            if _healthy(f"http://{HOST}:{self.port}/health"):
-                return
-            time.sleep(HEALTH_POLL_S)
-        raise VllmStartError(
-            f"vLLM did not answer /health within {deadline_s:.0f} s. "
-            f"Its log, {self.log_path}, ends:\n{self.log_tail()}"
-        )
+        wait_until_healthy(self.process, f"http://{HOST}:{self.port}/health", "vLLM", self.log_path,
+                           VllmStartError, deadline_s)
 
     def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         """SIGTERM (vLLM then stops its engine processes), SIGKILL to the group if it hangs."""
@@ -306,6 +294,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, name: str, log_path: Path,
+                       error: type[Exception], deadline_s: float, poll_s: float = HEALTH_POLL_S) -> None:
+    """Until the server at `url` answers 200, polling; `error` with its log's tail if it exits or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise error(f"{name} exited with code {process.returncode} while starting. "
+                        f"Its log, {log_path}, ends:\n{_tail(log_path)}")
+        if _healthy(url):
+            return
+        time.sleep(poll_s)
+    raise error(f"{name} did not answer /health within {deadline_s:.0f} s. "
+                f"Its log, {log_path}, ends:\n{_tail(log_path)}")
 
 
 def _healthy(url: str) -> bool:
