@@ -51,14 +51,21 @@ the figure. Memory figures are medians over freshly forked processes.
   it does not count) and divides by the float32 rate of a 2048² `F.linear`, the better of
   the rates just before and just after the tower's timing. The towers are the real E2B
   classes with random bf16 weights, timed in the dtype the app picks
-  (`towers_in_float32_if_faster`). P14, P15 and the S rows come from the `real_size` group
-  (last, slow, not in pytest): the published E2B architecture saved as a 9.6 GB bf16
-  folder with the tiny tokenizer's ids, run through the CLI (a fresh process per task), in
-  process (P14) and through the app (P15).
+  (`towers_in_float32_if_faster`). P14 (`first_token` group), P15 and the S rows
+  (`real_size` group) run late, are slow and are not in pytest: the published E2B
+  architecture saved as a 9.6 GB bf16 folder with the tiny tokenizer's ids, run in process
+  (P14), through the CLI (a fresh process per task) and through the app (P15). P14 sets a
+  caption's first token against the FLOPs of its tower and prefill (one forward, counted as
+  P13 counts) at the better of the bf16 and float32 rates of a 2048² `F.linear`.
 - Rows marked "AVX2" (P13 and P14) run in a child process with oneDNN and ATen limited to
   AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`): this machine computing as a CPU
   without AVX-512 and native bf16 does, where bf16 products are emulated and the app runs
   the towers in float32. P13e compares the float32 towers' soft tokens with the bf16 ones.
+- `torch.compile`, measured where the issue planned it: P13c runs the 280-budget picture
+  through the vision tower with its layers compiled (`--compile`) and eager, in ABBA pairs
+  in one process, after two fresh processes that time the first compiled call with
+  inductor's cache empty and then kept. P16c decodes the int4 real-size E2B with
+  transformers' static cache and compiled forward against the app's eager decode.
 - Generated models, clips and audio are cached in `~/.cache/gemma_demo/benchmarks`
   (`GEMMA_BENCH_CACHE`), built on the first run.
 

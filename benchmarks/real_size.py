@@ -1,4 +1,4 @@
-"""P14, P15 and a smoke run at the real E2B size: what a person with only a CPU gets.
+"""P15 and a smoke run at the real E2B size: what a person with only a CPU gets.
 
 Every other group runs small models. Here a folder with the published E2B architecture
 (random bf16 weights, about 9.6 GB, the tiny tokenizer's ids; built once by
@@ -6,12 +6,10 @@ Every other group runs small models. Here a folder with the published E2B archit
 - the CLI, a fresh process per task (a 280-budget caption, a detection, a 40 s
   transcription, a 4-frame video question): load, first token, a few more tokens, and the
   process's peak RSS. A task that raises here is a bug; it shows as a failed row;
-- P14, in this process: a caption's first token against a text-only prompt of as many
-  tokens, in ABBA pairs. The difference is what encoding the picture costs;
-- P14 again in a child process limited to AVX2 (`benchmarks.common.AVX2_ONLY`), where bf16
-  products are emulated and the app runs the towers in float32;
 - P15, through the app: two captions sent together. Batching pays if the slower of the two
   first tokens comes before two lone captions, one after the other, would have finished.
+
+P14, a caption's first token at the same size, is `benchmarks.first_token`.
 
 Not part of pytest: at real size this takes many minutes. `python -m benchmarks.real_size
 [--quick] [--model NAME]`; `--model tiny` runs the same code on the tiny model, as a dry run.
@@ -20,7 +18,6 @@ Not part of pytest: at real size this takes many minutes. `python -m benchmarks.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import re
@@ -38,7 +35,6 @@ import psutil
 import soundfile as sf
 
 from benchmarks.common import (
-    AVX2_ONLY,
     CACHE_DIR,
     GB,
     ROOT_INPUT,
@@ -46,38 +42,24 @@ from benchmarks.common import (
     Target,
     median,
     not_measured,
-    paired,
-    rows_from_child,
-    rows_json,
     seconds,
-    spread,
 )
 from benchmarks.findings import FAILED
 from benchmarks.models import real_size_checkpoint
 from benchmarks.server import ROOT, running_app
-from gemma_demo.engine.base import Message, last_update
-from gemma_demo.engine.loading import load_local_backend
-from gemma_demo.engine.options import LoadOptions
-from gemma_demo.engine.settings import GenerationSettings
-from gemma_demo.media.images import load_image
-from gemma_demo.tasks.caption import CaptionPreset, caption_prompt
-from gemma_demo.tasks.messages import image_messages
 
-P14_TARGET, P15_TARGET = Target(1.5), Target(1.0)
+P15_TARGET = Target(1.0)
 IMAGE, CLIP, SPEECH = ROOT_INPUT / "chelsea.jpg", ROOT_INPUT / "clip.mp4", ROOT_INPUT / "speech.wav"
 BUDGET = 280
 SPEECH_SECONDS = 40
 VIDEO_FRAMES = 4
 SMOKE_TOKENS = 24  # load + first token + a little decoding
 APP_TOKENS = 8
-FILLER = "the"  # one token of the tiny tokenizer per word
-FIT_TRIES = 5
 RSS_POLL_S = 0.05
 CLI_TIMEOUT_S = 1800.0  # the slowest real-size task seen took 402 s (a 1120-budget caption, issue 18)
 FIRST_TOKEN = re.compile(r"first token ([\d.]+) s")
 # Progress bars would fill an unread pipe of the app and stall it.
 QUIET = {"TQDM_DISABLE": "1"}
-P14_WHAT = f"first token of a {BUDGET}-budget caption vs a text-only prompt of as many tokens"
 P15_WHAT = "two captions sent together through the app, the slower first token vs twice a lone caption's"
 
 
@@ -164,46 +146,6 @@ def smoke_rows(label: str, model: str) -> list[Row]:
     return rows
 
 
-def text_prompt(backend, tokens: int, settings: GenerationSettings) -> list[Message]:
-    """A text-only user turn whose prompt is `tokens` long."""
-    words = tokens
-    for _ in range(FIT_TRIES):
-        messages = [{"role": "user", "content": [{"type": "text", "text": " ".join([FILLER] * words)}]}]
-        count = backend.count_prompt(messages, settings).tokens
-        if count == tokens:
-            return messages
-        words += tokens - count
-    raise RuntimeError(f"no text prompt of exactly {tokens} tokens (the last try had {count})")
-
-
-def first_token_s(backend, messages: list[Message], settings: GenerationSettings) -> float:
-    first = last_update(backend.stream(messages, settings)).stats.time_to_first_token
-    if first is None:
-        raise RuntimeError("the stream ended without a first token")
-    return first
-
-
-def p14_row(label: str, model: str, reps: int) -> Row:
-    """A caption's first token against a text prompt's of the same length, as `LocalBackend.stream` reports them."""
-    backend = load_local_backend(model, LoadOptions())
-    settings = GenerationSettings(max_new_tokens=1, image_budget=BUDGET)
-    picture = image_messages(load_image(IMAGE), caption_prompt(CaptionPreset.SHORT))
-    count = backend.count_prompt(picture, settings)
-    text = text_prompt(backend, count.tokens, settings)
-    result = paired(lambda: first_token_s(backend, picture, settings), lambda: first_token_s(backend, text, settings),
-                    reps)
-    return Row("P14", f"{label}: {P14_WHAT} ({count.tokens}, {count.image_tokens} of them the picture's), in process",
-               seconds(result.a_median), seconds(result.b_median), result.ratio, P14_TARGET,
-               f"{spread(result)}; ABBA, {reps} pairs after a warm-up pair")
-
-
-def p14_avx2_rows(model: str | None) -> list[Row]:
-    """P14 again in a process limited to AVX2 (`AVX2_ONLY`): bf16 emulated, so the towers run in float32."""
-    # Quick there always: with bf16 emulated, each text prefill takes most of a minute.
-    arguments = [*(["--model", model] if model else []), "--quick"]
-    return rows_from_child("real_size", arguments, AVX2_ONLY, "AVX2")
-
-
 @contextmanager
 def quiet_progress() -> Iterator[None]:
     """`QUIET` in the environment while a child starts (it copies the environment), then as before."""
@@ -254,18 +196,12 @@ def p15_row(label: str, model: str, rounds: int) -> Row:
 def run(quick: bool = False, model: str | None = None) -> list[Row]:
     """The real-size E2B folder (built on first use, several minutes) unless `model` names another."""
     label = "E2B real size" if model is None else model
-    given, model = model, model or str(real_size_checkpoint())
+    model = model or str(real_size_checkpoint())
     rows = smoke_rows(label, model)
-    measures = (("P14", P14_TARGET, P14_WHAT, lambda: p14_row(label, model, 2 if quick else 4)),
-                ("P15", P15_TARGET, P15_WHAT, lambda: p15_row(label, model, 2 if quick else 3)),
-                ("P14 AVX2", P14_TARGET, P14_WHAT, lambda: p14_avx2_rows(given)))
-    for ident, target, what, measure in measures:
-        try:
-            measured = measure()
-            rows += measured if isinstance(measured, list) else [measured]
-        except Exception as error:  # noqa: BLE001 - a failure at real size is a row (a bug to fix), not a crash
-            rows.append(not_measured(ident, f"{label}: {what}", target, f"{type(error).__name__}: {error}"[:300]))
-        gc.collect()  # the in-process model goes before the app loads its own
+    try:
+        rows.append(p15_row(label, model, 2 if quick else 3))
+    except Exception as error:  # noqa: BLE001 - a failure at real size is a row (a bug to fix), not a crash
+        rows.append(not_measured("P15", f"{label}: {P15_WHAT}", P15_TARGET, f"{type(error).__name__}: {error}"[:300]))
     return rows
 
 
@@ -275,11 +211,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", help="run on this model instead of the real-size E2B folder (e.g. tiny)")
-    parser.add_argument("--json", action="store_true", help="P14 alone, its row as JSON (for `p14_avx2_rows`)")
     arguments = parser.parse_args()
-    if arguments.json:
-        label = "E2B real size" if arguments.model is None else arguments.model
-        model = arguments.model or str(real_size_checkpoint())
-        print(rows_json([p14_row(label, model, 2 if arguments.quick else 4)]))
-    else:
-        print_rows(run(arguments.quick, arguments.model))
+    print_rows(run(arguments.quick, arguments.model))

@@ -23,8 +23,8 @@ DROPPED_IDS = frozenset({"X1"})  # X1's ceiling was not measured the way P5 is (
 # Light groups first; the 10 GB E2B build (P7, in engine_speed) late so it does not crowd the others,
 # and the real-size E2B runs (a 9.6 GB folder, many minutes) last.
 GROUPS = ("long_audio", "tasks_speed", "video_prep", "memory", "chat_cache", "engine_speed", "concurrency", "startup", "json_grammar", "drafting_speed",
-          "vllm_speed", "experiments", "towers", "tower_accuracy", "documents", "real_size",
-          "quantized", "llama_cpp")
+          "vllm_speed", "experiments", "towers", "tower_accuracy", "documents", "first_token", "real_size",
+          "quantized", "compiled_towers", "compiled_decode", "llama_cpp")
 
 
 def run_group(name: str, quick: bool) -> list[Row]:

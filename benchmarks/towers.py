@@ -65,9 +65,15 @@ MATMUL_SIZE, MATMUL_REPEATS = 2048, 5
 REPS = 3
 GFLOP = 1e9
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+
+def _attention_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    """`sdpa_flop_count` (of shapes) with grouped keys and values, the text decoder's GQA, counted per query head."""
+    return sdpa_flop_count(q, (k[0], q[1], *k[2:]), (v[0], q[1], *v[2:]))
+
+
 # CPU SDPA runs this kernel, which FlopCounterMode has no formula for (torch 2.11 to 2.14).
-CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-                 lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)}
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
 
 
 class Towers(nn.Module):

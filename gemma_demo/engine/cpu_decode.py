@@ -16,6 +16,10 @@ convolution (the audio tower's, a vision patch embedding) and the attention with
 (on AMX CPUs torch's bf16 attention kernel fails without oneDNN). A prefill in another
 thread (two batches at once) therefore never runs its linears or convolutions at the slow
 speed; it waits at most for one matrix-vector product.
+
+A compiled piece of a model (`compiled_towers`) cannot take the gate inside its graph: it
+holds the oneDNN side around its whole call (`onednn_side`), and the layers inside it run
+as plain ones while dynamo traces them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +65,18 @@ class _OneDnnGate:
 _gate = _OneDnnGate()
 
 
+def onednn_side() -> AbstractContextManager[None]:
+    """Held around a call that needs oneDNN throughout (a compiled layer): single-row linears
+    in other threads wait until it ends."""
+    return _gate.open(single_row=False)
+
+
 class _SingleRowGemvLinear(nn.Linear):
     """An `nn.Linear` that runs one input row through ATen's matrix-vector kernel."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # the compiled caller holds the gate
+            return F.linear(input, self.weight, self.bias)
         with _gate.open(single_row=input.numel() == self.in_features):
             return F.linear(input, self.weight, self.bias)
 
@@ -77,6 +89,8 @@ class _GatedConv:
     """
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return super()._conv_forward(input, weight, bias)
         with _gate.open(single_row=False):
             return super()._conv_forward(input, weight, bias)
 
@@ -107,6 +121,8 @@ class _GatedAttention:
         functools.update_wrapper(self, attention)
 
     def __call__(self, *args, **kwargs):
+        if torch.compiler.is_compiling():
+            return self.attention(*args, **kwargs)
         with _gate.open(single_row=False):
             return self.attention(*args, **kwargs)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from gemma_demo.engine.compiled_towers import compile_vision_tower
 from gemma_demo.engine.cpu_decode import speed_up_cpu_decoding
 from gemma_demo.engine.drafting import load_drafter
 from gemma_demo.engine.load_errors import explain
@@ -147,6 +148,8 @@ def load_local_backend(name: str, options: LoadOptions):
             log.info("The vision and audio towers run in float32: bf16 products are slower on this CPU")
         if switched := speed_up_cpu_decoding(model):
             log.info("%d bf16 linear layers use the single-row CPU fast path", switched)
+        if options.compile:
+            compile_vision_tower(model, processor)
     memory = weight_bytes(model)
     return LocalBackend(
         name=name,

@@ -27,3 +27,5 @@ class LoadOptions:
     # Text-decoder weights: off (as loaded), int8 or int4 (engine/quantize.py). int4 loads Google's
     # QAT checkpoint of a known model, which was trained to lose little at 4 bits.
     quantize: str = "off"
+    # On a CPU, compile the vision tower's layers at load (engine/compiled_towers.py).
+    compile: bool = False
