@@ -8,6 +8,7 @@ browser tests and the API tests.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from gemma_demo.engine.settings import GenerationSettings
 from gemma_demo.ui.server import launch
 
 SCRIPTED_MODEL = "scripted"
+RESUME_TIMEOUT_S = 120.0  # a ceiling: the test resumes the answer as soon as the page shows half
 
 # The 640x480 `input/shapes.jpg` as `input/make_samples.py` draws it, in Gemma 4's answer
 # format: `box_2d` is [y0, x0, y1, x1] on a 0-1000 grid.
@@ -110,6 +112,9 @@ class ScriptedBackend:
     delay_s: float = 0.02
     prompts: list[str] = field(default_factory=list)
     settings: list[GenerationSettings] = field(default_factory=list)  # what each request asked for
+    # When set, each answer stops halfway until `resume` is set: a test can then see a partial
+    # answer on a loaded machine, where a browser may otherwise only paint the last one.
+    resume: threading.Event | None = None
 
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Update]:
         prompt = prompt_text(messages)
@@ -123,6 +128,8 @@ class ScriptedBackend:
         size = -(-len(answer) // self.updates)
         chunks = [answer[start : start + size] for start in range(0, len(answer), size)]
         for count, _ in enumerate(chunks, start=1):
+            if self.resume is not None and count == len(chunks) // 2 + 1:
+                self.resume.wait(RESUME_TIMEOUT_S)
             time.sleep(self.delay_s)
             first = first or time.perf_counter() - started
             stats = Stats(prompt_tokens, count, first, time.perf_counter() - started)

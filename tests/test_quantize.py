@@ -28,6 +28,7 @@ from gemma_demo.engine.loading import resolve_source
 from gemma_demo.engine import quantize as quantize_module
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.quantize import (
+    Int4Linear,
     Int8Linear,
     QuantizedExperts,
     decoder_linears,
@@ -114,6 +115,20 @@ def test_each_quantized_layer_stays_within_its_rounding(bf16_tiny, setting):
     assert checked >= 20
 
 
+def test_the_int4_layer_computes_torchaos_product_exactly():
+    """`Int4Linear` skips torchao's dispatch, not its arithmetic: one row and a prompt's rows."""
+    from torchao.quantization import quantize_
+
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 96, bias=True, dtype=torch.bfloat16)
+    quantize_(linear, quantize_module._int4_config(64, "cpu"))
+    layer = Int4Linear(linear)
+    for rows in (1, 12):
+        x = torch.randn(2, rows, 256, dtype=torch.bfloat16)
+        with torch.no_grad():
+            assert torch.equal(layer(x), linear(x))
+
+
 def test_int8_logits_follow_the_bf16_model(bf16_tiny):
     ids = torch.randint(10, 1000, (1, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -127,7 +142,7 @@ def test_quantized_layers_keep_their_kernel_on_the_cpu_fast_path(bf16_tiny):
     model = quantized(bf16_tiny, "int4")
     assert speed_up_cpu_decoding(model) > 0
     fast = {name for name, m in model.named_modules() if type(m).__name__ == "_SingleRowGemvLinear"}
-    quantized_names = {name for name, m in decoder_linears(model) if type(m.weight) is not nn.Parameter}
+    quantized_names = {name for name, m in model.named_modules() if isinstance(m, Int4Linear)}
     assert "lm_head" in quantized_names
     assert not fast & quantized_names
     assert "model.language_model.layers.0.per_layer_input_gate" in fast  # left in bf16 (8 outputs)
@@ -145,7 +160,7 @@ def test_the_stats_line_says_what_runs(tiny_options, setting):
     assert update.stats.new_tokens == 4
     assert f"({setting} weights)" in update.stats.summary()
     assert update.stats.to_json()["weights"] == setting
-    assert isinstance(dict(backend.model.named_modules())["lm_head"], Int8Linear if setting == "int8" else nn.Linear)
+    assert isinstance(dict(backend.model.named_modules())["lm_head"], Int8Linear if setting == "int8" else Int4Linear)
 
 
 @pytest.mark.parametrize("setting", ["int8", "int4"])
@@ -188,8 +203,7 @@ def test_a_second_load_maps_the_kept_layers_instead_of_quantizing(tiny_options, 
     second = ModelCache().get("tiny", options)
     assert calls == []
     assert last_update(second.stream(HELLO, settings)).answer == answer
-    head = dict(second.model.named_modules())["lm_head"].weight
-    assert type(head) is not nn.Parameter  # still the quantized head, read from the kept file
+    assert isinstance(dict(second.model.named_modules())["lm_head"], Int4Linear)  # read from the kept file
 
     # Another setting, or a changed checkpoint, is never served from that file.
     int8 = ModelCache().get("tiny", LoadOptions(tiny_root=tiny_options.tiny_root, quantize="int8"))

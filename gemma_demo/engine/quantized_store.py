@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 STORE_ENV = "GEMMA_DEMO_QUANTIZED_CACHE"
 DEFAULT_STORE = Path.home() / ".cache" / "gemma_demo" / "quantized"
 MAX_FILES = 4
-LAYOUT = 1  # bump when the stored modules change shape
+LAYOUT = 2  # bump when the stored modules change shape
 
 
 def store_dir() -> Path:
