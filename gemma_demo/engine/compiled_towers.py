@@ -17,8 +17,11 @@ picture, bf16, 2 cores; P13c): 1.15x faster once compiled. The choices, each mea
   (~/.cache/gemma_demo/inductor unless set); a later start reads it, which saved little
   (P13c: 31 s then 28 s), as most of the time goes to tracing and loading the kernels.
 The text decoder is not compiled: transformers' static cache with a compiled forward decoded
-int4 E2B at 1.05x the eager speed after 159 s of compiling (P16c). Only on a CPU: on a GPU the
-towers are a small part of a first token, and ZeroGPU does not allow `torch.compile`.
+int4 E2B at 1.05x the eager speed after 159 s of compiling (P16c), its sliding-window layers
+recompiling on every step; without them a compiled step ran at about the int4 kernel's own
+time by hand, but crashed torch in a benchmark that ran it from fresh threads, as the engine
+runs generation (docs/benchmark-history.md). Only on a CPU: on a GPU
+the towers are a small part of a first token, and ZeroGPU does not allow `torch.compile`.
 """
 
 from __future__ import annotations
