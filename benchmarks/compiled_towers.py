@@ -72,8 +72,9 @@ def run(quick: bool = False) -> list[Row]:
         here = time.perf_counter() - started
         result = paired(encoder(compiled, inputs), encoder(eager, inputs), 2 if quick else 4, warmup=0)
     dtype = next(eager.vision_tower.parameters()).dtype
-    return [Row("P13c", f"E2B vision tower + projection, one {P13_BUDGET}-budget picture, {str(dtype).removeprefix('torch.')}"
-                f" as the app runs it: layers compiled (`--compile`) ÷ eager", seconds(result.a_median),
+    name = str(dtype).removeprefix("torch.")
+    return [Row("P13c", f"E2B vision tower + projection, one {P13_BUDGET}-budget picture, {name} as the app runs "
+                "it: layers compiled (`--compile`) ÷ eager", seconds(result.a_median),
                 seconds(result.b_median), result.b_median / result.a_median, None,
                 f"{spread(result)}; ABBA, {2 if quick else 4} pairs; the first compiled call in a fresh process "
                 f"{seconds(cold)} with inductor's cache empty, {seconds(warm)} with it kept ({seconds(here)} "

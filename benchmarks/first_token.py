@@ -117,7 +117,8 @@ def run(quick: bool = False, model: str | None = None) -> list[Row]:
         try:
             rows += measure()
         except Exception as error:  # noqa: BLE001 - a failure at real size is a row (a bug to fix), not a crash
-            rows.append(not_measured(ident, f"{label}: {P14_WHAT}", P14_TARGET, f"{type(error).__name__}: {error}"[:300]))
+            why = f"{type(error).__name__}: {error}"[:300]
+            rows.append(not_measured(ident, f"{label}: {P14_WHAT}", P14_TARGET, why))
         gc.collect()  # the in-process model goes before the child loads its own
     return rows
 
@@ -128,7 +129,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", help="run on this model instead of the real-size E2B folder (e.g. tiny)")
-    parser.add_argument("--json", action="store_true", help="P14 in this process alone, its row as JSON (for `p14_avx2_rows`)")
+    parser.add_argument("--json", action="store_true",
+                        help="P14 in this process alone, its row as JSON (for `p14_avx2_rows`)")
     arguments = parser.parse_args()
     if arguments.json:
         label = "E2B real size" if arguments.model is None else arguments.model

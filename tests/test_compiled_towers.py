@@ -103,3 +103,18 @@ def test_a_caption_streams_from_the_compiled_model(compiled):
     update = last_update(backend.stream(messages, GenerationSettings(sampling=False, max_new_tokens=4,
                                                                      image_budget=70)))
     assert update.stats.new_tokens == 4
+
+
+def test_a_failed_compile_leaves_the_tower_as_it_was(tiny_options, tiny_backend, monkeypatch, caplog):
+    """Without a working compiler (inductor builds C++) the model still loads, uncompiled, and says so."""
+    def broken(forward, **options):
+        def run(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    backend = load_local_backend("tiny", replace(tiny_options, compile=True))
+    assert not [layer for layer in vision_layers(backend.model) if isinstance(layer.forward, _CompiledLayer)]
+    assert "Could not compile the vision tower (RuntimeError: InvalidCxxCompiler" in caplog.text
+    image = picture((160, 160))
+    assert torch.equal(soft_tokens(backend, image, 70), soft_tokens(tiny_backend, image, 70))

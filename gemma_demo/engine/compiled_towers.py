@@ -82,7 +82,8 @@ def compile_layers(layers: list[nn.Module]) -> None:
 
 
 def compile_vision_tower(model: nn.Module, processor) -> Compiled | None:
-    """Compile `model`'s vision layers and run a blank picture through them; None without a tower."""
+    """Compile `model`'s vision layers and run a blank picture through them; None without a tower, or
+    where compiling failed (inductor needs a C++ compiler), and the layers then run as they were."""
     layers = vision_layers(model)
     if not layers:
         return None
@@ -91,8 +92,16 @@ def compile_vision_tower(model: nn.Module, processor) -> Compiled | None:
     blank = Image.new("RGB", (WARMUP_SIZE, WARMUP_SIZE))
     inputs = processor.image_processor(images=[blank], max_soft_tokens=WARMUP_BUDGET, return_tensors="pt")
     inner = getattr(model, "model", model)
-    with torch.inference_mode():
-        inner.get_image_features(pixel_values=inputs["pixel_values"], image_position_ids=inputs["image_position_ids"])
+    try:
+        with torch.inference_mode():
+            inner.get_image_features(pixel_values=inputs["pixel_values"],
+                                     image_position_ids=inputs["image_position_ids"])
+    except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler here: the tower still runs, eagerly
+        for layer in layers:
+            del layer.forward  # the class's own forward again
+        log.warning("Could not compile the vision tower (%s: %s); it runs without --compile",
+                    type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return None
     result = Compiled(len(layers), time.perf_counter() - started)
     log.info("Compiled the vision tower's %d layers in %.1f s (inductor's cache: %s)", result.layers,
              result.seconds, os.environ[CACHE_ENV])
