@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_server import _locked, _tail, free_port, wait_until_healthy
+from vllm_server import _locked, _tail, free_port, serve_until_interrupted, stop_on_sigterm_too, wait_until_healthy
 
 SDIST = "llama-cpp-python==0.3.36"
 VENDORED = "vendor/llama.cpp"  # inside the sdist's top folder
@@ -309,20 +309,14 @@ def main() -> None:
     parser.add_argument("model_dir", nargs="?", help="a checkpoint folder; omit to only build llama.cpp")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
-    # Stop the server on Ctrl-C and on SIGTERM alike (a shell's `&` job ignores SIGINT).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_sigterm_too()
     llama = ensure_llama_cpp()
     print(f"llama.cpp: {llama.directory}")
     if args.model_dir:
         work = Path(tempfile.mkdtemp(prefix="llama-"))
         gguf = convert_to_gguf(args.model_dir, work, llama)
         with serve_llama(gguf, work, llama=llama, port=args.port, alias=str(args.model_dir)) as server:
-            print(f"Serving {args.model_dir} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it.")
-            try:
-                server.process.wait()
-            except KeyboardInterrupt:
-                pass
+            serve_until_interrupted(args.model_dir, server)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import re
 import signal
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -24,7 +24,7 @@ from PIL import Image
 
 from app_helpers import wait_until
 from audio_factory import sine, write_audio, write_with_pyav
-from gemma_demo.engine.base import Update, last_update
+from gemma_demo.engine.base import last_update
 from gemma_demo.engine.options import LoadOptions
 from gemma_demo.engine.remote.client import OpenAIBackend, load_openai_backend
 from gemma_demo.engine.remote.llama_cpp import BUDGET_NOTE
@@ -43,8 +43,8 @@ from gemma_demo.tasks.tools.catalog import toolbox
 from gemma_demo.tasks.transcription import translate
 from gemma_demo.tasks.video_question import describe_video
 from gemma_demo.tiny.model import ensure_tiny_model
-from gemma_demo.tiny.tokenizer import SPECIAL_TOKENS
 from llama_server import CONTEXT_TOKENS, Gguf, LlamaServerStartError, convert_to_gguf, serve_llama
+from remote_helpers import PERSON, answer_is_clean, final
 
 # The first test waits for the build on a fresh machine.
 pytestmark = pytest.mark.timeout(3600)
@@ -57,17 +57,6 @@ PICTURE_TOKENS = 100  # llama.cpp reads a 640×480 picture as ~144 soft tokens, 
 FRAME_TOKENS = 70  # the least it reads any picture as (the clip's frames are 64×64)
 AUDIO_TOKENS = 40  # 2 s of audio are 50 frames of 40 ms
 THOUGHT, ANSWER = "Let me think.", "The answer is 4."
-# Bounded strings, an integer range and an enum: what grammar-constrained decoding keeps valid.
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 12},
-        "age": {"type": "integer", "minimum": 0, "maximum": 120},
-        "colour": {"enum": ["red", "green", "blue"]},
-    },
-    "required": ["name", "age", "colour"],
-    "additionalProperties": False,
-}
 PROCESSING = "llamacpp:requests_processing"
 PREDICTED = "llamacpp:tokens_predicted_total"  # a stopped request counts the tokens it made
 
@@ -94,16 +83,6 @@ def server(llama_cpp, gguf, model_folder, tmp_path_factory):
 @pytest.fixture
 def remote(server, model_folder) -> OpenAIBackend:
     return load_openai_backend(str(model_folder), LoadOptions(backend="openai", base_url=server.base_url))
-
-
-def final(results: Iterator) -> object:
-    *_, last = results
-    assert last.done
-    return last
-
-
-def answer_is_clean(update: Update) -> bool:
-    return not [token for token in SPECIAL_TOKENS if token in update.answer]
 
 
 def with_extra_body(backend: OpenAIBackend, monkeypatch, **extra) -> list[dict]:

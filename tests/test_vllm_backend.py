@@ -13,7 +13,7 @@ import re
 import signal
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from gemma_demo.tasks.tools.base import ToolContext
 from gemma_demo.tasks.tools.catalog import toolbox
 from gemma_demo.tasks.video_question import describe_video
 from gemma_demo.tiny.model import ensure_tiny_model
-from gemma_demo.tiny.tokenizer import SPECIAL_TOKENS
+from remote_helpers import PERSON, answer_is_clean, final
 from vllm_server import VllmStartError, serve_vllm
 
 # The first test waits for the venv build (3–4 min on a fresh machine) and the start-up.
@@ -61,17 +61,6 @@ MARKERS = ("<|channel>", "<channel|>")
 CALL_REGEX = r'<\|tool_call>call:calculate\{expression:<\|"\|>6\*7<\|"\|>\}<tool_call\|>'
 CALL_MARKERS = ("<|tool_call>", "<tool_call|>", '<|"|>')
 FINAL_ANSWER = "6 times 7 is 42."
-# Bounded strings, an integer range and an enum: what grammar-constrained decoding keeps valid.
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 12},
-        "age": {"type": "integer", "minimum": 0, "maximum": 120},
-        "colour": {"enum": ["red", "green", "blue"]},
-    },
-    "required": ["name", "age", "colour"],
-    "additionalProperties": False,
-}
 FINISHED = "vllm:request_success_total"  # requests that ran to their end (a client's abort is not one)
 RUNNING = "vllm:num_requests_running"
 
@@ -93,16 +82,6 @@ def server(vllm_python, model_folder, tmp_path_factory):
 @pytest.fixture
 def remote(server, model_folder) -> OpenAIBackend:
     return load_openai_backend(str(model_folder), LoadOptions(backend="openai", base_url=server.base_url))
-
-
-def final(results: Iterator) -> object:
-    *_, last = results
-    assert last.done
-    return last
-
-
-def answer_is_clean(update: Update) -> bool:
-    return not [token for token in SPECIAL_TOKENS if token in update.answer]
 
 
 def with_extra_body(backend: OpenAIBackend, monkeypatch, **extra) -> None:

@@ -326,24 +326,33 @@ def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
         return "(no log)"
 
 
+def stop_on_sigterm_too() -> None:
+    """Stop a served model on Ctrl-C and on SIGTERM alike (a shell's `&` job ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def serve_until_interrupted(model_dir: str, server) -> None:
+    """Say where `server` (a `VllmServer` or `LlamaServer`) answers, and wait until it ends or is stopped."""
+    print(f"Serving {model_dir} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it.")
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Build the vLLM CPU venv and serve a model with it.")
     parser.add_argument("model_dir", nargs="?", help="a checkpoint folder; omit to only build the venv")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    # Stop the server on Ctrl-C and on SIGTERM alike (a shell's `&` job ignores SIGINT).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_sigterm_too()
     python = ensure_vllm_venv()
     print(f"vLLM venv: {python.parent.parent}")
     if args.model_dir:
         with serve_vllm(args.model_dir, tempfile.mkdtemp(prefix="vllm-"), python=python,
                         port=args.port) as server:
-            print(f"Serving {args.model_dir} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it.")
-            try:
-                server.process.wait()
-            except KeyboardInterrupt:
-                pass
+            serve_until_interrupted(args.model_dir, server)
 
 
 if __name__ == "__main__":
