@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 
-import torch
-
 from benchmarks.common import (
     AVX2_ONLY,
     ROOT_INPUT,
@@ -32,7 +30,7 @@ from benchmarks.common import (
     spread,
 )
 from benchmarks.models import real_size_checkpoint
-from benchmarks.towers import GFLOP, count_flops, matmul_rate
+from benchmarks.towers import DTYPE_NAMES, GFLOP, RateMeter, count_flops
 from gemma_demo.engine.base import Message, last_update
 from gemma_demo.engine.loading import load_local_backend
 from gemma_demo.engine.local import build_inputs
@@ -69,10 +67,6 @@ def first_token_s(backend, messages: list[Message], settings: GenerationSettings
     return first
 
 
-def matrix_rates() -> dict[str, float]:
-    return {name: matmul_rate(dtype) for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
-
-
 def p14_row(label: str, model: str, reps: int) -> Row:
     """A caption's first token, as `LocalBackend.stream` reports it, against the FLOP bound of its work:
     (tower + prefill FLOPs) ÷ the better of the bf16 and fp32 matrix rates, each the better of its rates
@@ -83,13 +77,14 @@ def p14_row(label: str, model: str, reps: int) -> Row:
     picture = image_messages(load_image(IMAGE), caption_prompt(CaptionPreset.SHORT))
     count = backend.count_prompt(picture, settings)
     text = text_prompt(backend, count.tokens, settings)
-    before = matrix_rates()
+    meter = RateMeter()
+    before = meter.measure()
     result = paired(lambda: first_token_s(backend, picture, settings), lambda: first_token_s(backend, text, settings),
                     reps)
     inputs = build_inputs(backend.processor, picture, settings)
     # As `generate` runs the prefill: logits for the last position only.
     flops = count_flops(lambda: backend.model(**inputs, logits_to_keep=1))
-    rates = {name: max(rate, before[name]) for name, rate in matrix_rates().items()}
+    rates = {DTYPE_NAMES[dtype]: rate for dtype, rate in meter.measure(before).items()}
     best = max(rates, key=rates.get)
     bound = flops / rates[best]
     return Row("P14", f"{label}: {P14_WHAT} ({count.tokens} tokens, {count.image_tokens} of them the picture's), "

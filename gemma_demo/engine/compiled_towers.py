@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,6 @@ CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 DEFAULT_CACHE = Path.home() / ".cache" / "gemma_demo" / "inductor"
 WARMUP_SIZE = 64  # pixels a side: a few patches, enough to compile the layers
 WARMUP_BUDGET = 70
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """What `--compile` did at load (the log line says it)."""
-
-    layers: int
-    seconds: float
 
 
 class _CompiledLayer:
@@ -81,12 +72,12 @@ def compile_layers(layers: list[nn.Module]) -> None:
             layer.forward = _CompiledLayer(layer.forward)
 
 
-def compile_vision_tower(model: nn.Module, processor) -> Compiled | None:
-    """Compile `model`'s vision layers and run a blank picture through them; None without a tower, or
-    where compiling failed (inductor needs a C++ compiler), and the layers then run as they were."""
+def compile_vision_tower(model: nn.Module, processor) -> None:
+    """Compile `model`'s vision layers, if it has any, and run a blank picture through them. Where
+    compiling fails (inductor needs a C++ compiler), the layers run as they were."""
     layers = vision_layers(model)
     if not layers:
-        return None
+        return
     compile_layers(layers)
     started = time.perf_counter()
     blank = Image.new("RGB", (WARMUP_SIZE, WARMUP_SIZE))
@@ -101,8 +92,6 @@ def compile_vision_tower(model: nn.Module, processor) -> Compiled | None:
             del layer.forward  # the class's own forward again
         log.warning("Could not compile the vision tower (%s: %s); it runs without --compile",
                     type(error).__name__, str(error).splitlines()[0] if str(error) else "")
-        return None
-    result = Compiled(len(layers), time.perf_counter() - started)
-    log.info("Compiled the vision tower's %d layers in %.1f s (inductor's cache: %s)", result.layers,
-             result.seconds, os.environ[CACHE_ENV])
-    return result
+        return
+    log.info("Compiled the vision tower's %d layers in %.1f s (inductor's cache: %s)", len(layers),
+             time.perf_counter() - started, os.environ[CACHE_ENV])
